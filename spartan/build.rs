@@ -1,0 +1,127 @@
+//! Builds the XDP program (`spartan-ebpf`) for `bpfel-unknown-none` with the
+//! Debian eBPF toolchain and hands its path to the crate, which embeds it.
+//!
+//! The toolchain (see the README): Debian `rustc-web`/`cargo-web` (a stable
+//! compiler, allowed aya-ebpf's one unstable feature through a crate-scoped
+//! `RUSTC_BOOTSTRAP`), `libstd-rust-web-dev-bpf` (a prebuilt `core` for the
+//! BPF target) and `bpf-linker`. `cargo xtask setup` installs all of it.
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::{Command, exit},
+};
+
+const TARGET: &str = "bpfel-unknown-none";
+const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
+const DEBIAN_CARGO: &str = "/usr/bin/cargo";
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
+    let workspace = manifest_dir.parent().unwrap().to_path_buf();
+    let ebpf_crate = workspace.join("spartan-ebpf");
+    let common_crate = workspace.join("spartan-common");
+    for path in [
+        ebpf_crate.join("src"),
+        ebpf_crate.join("Cargo.toml"),
+        common_crate.join("src"),
+        common_crate.join("Cargo.toml"),
+    ] {
+        println!("cargo::rerun-if-changed={}", path.display());
+    }
+    println!("cargo::rerun-if-env-changed=SPARTAN_BPF_OBJECT");
+
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").unwrap());
+    let embedded = out_dir.join("spartan.bpf.o");
+
+    // An operator may hand in a prebuilt object instead of building one.
+    if let Some(prebuilt) = env::var_os("SPARTAN_BPF_OBJECT") {
+        std::fs::copy(&prebuilt, &embedded).unwrap_or_else(|e| {
+            fail(&format!("SPARTAN_BPF_OBJECT={}: {e}", Path::new(&prebuilt).display()))
+        });
+        println!("cargo::rustc-env=SPARTAN_BPF_OBJ={}", embedded.display());
+        return;
+    }
+
+    let path = linker_path();
+    if let Some(missing) = missing_toolchain_piece(&path) {
+        fail(&format!(
+            "the eBPF toolchain is missing ({missing}): run `cargo xtask setup`"
+        ));
+    }
+
+    let target_dir = workspace.join("target").join("ebpf");
+    let mut cmd = Command::new(DEBIAN_CARGO);
+    cmd.current_dir(&workspace)
+        .args(["build", "--release", "--package", "spartan-ebpf", "--bin", "spartan-xdp"])
+        .args(["--target", TARGET])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env("PATH", &path)
+        .env("RUSTC", DEBIAN_RUSTC)
+        // aya-ebpf needs `asm_experimental_arch`; allow it for that crate only.
+        .env("RUSTC_BOOTSTRAP", "aya_ebpf")
+        // Debug info makes bpf-linker emit BTF, which the BTF maps need and
+        // which lets bpftool print keys and values readably.
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            ["-Cdebuginfo=2", "-Clink-arg=--btf", "-Cno-vectorize-loops", "-Cno-vectorize-slp"].join("\u{1f}"),
+        );
+    // Nothing of the outer (host, possibly clippy) build may leak in.
+    for var in [
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTDOC",
+        "CARGO_PRIMARY_PACKAGE",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| fail(&format!("running {DEBIAN_CARGO}: {e}")));
+    if !status.success() {
+        fail("building the XDP program (spartan-ebpf) failed; see the errors above");
+    }
+    let object = target_dir.join(TARGET).join("release").join("spartan-xdp");
+    std::fs::copy(&object, &embedded)
+        .unwrap_or_else(|e| fail(&format!("copying {}: {e}", object.display())));
+    println!("cargo::rustc-env=SPARTAN_BPF_OBJ={}", embedded.display());
+}
+
+/// PATH with cargo's install directory first, where `cargo xtask setup`
+/// puts bpf-linker.
+fn linker_path() -> std::ffi::OsString {
+    let cargo_home = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"));
+    let mut dirs = vec![cargo_home.join("bin")];
+    if let Some(path) = env::var_os("PATH") {
+        dirs.extend(env::split_paths(&path));
+    }
+    env::join_paths(dirs).unwrap()
+}
+
+fn missing_toolchain_piece(path: &std::ffi::OsStr) -> Option<String> {
+    if !Path::new(DEBIAN_RUSTC).exists() || !Path::new(DEBIAN_CARGO).exists() {
+        return Some("Debian rustc-web/cargo-web".into());
+    }
+    if !Path::new("/usr/lib/rustlib").join(TARGET).exists() {
+        return Some("libstd-rust-web-dev-bpf".into());
+    }
+    let has_linker = env::split_paths(path).any(|dir| dir.join("bpf-linker").is_file());
+    if !has_linker {
+        return Some("bpf-linker".into());
+    }
+    None
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("error: {message}");
+    println!("cargo::error={message}");
+    exit(1);
+}

@@ -1,0 +1,3 @@
+//! Spartan: a node-local DNS resolver with an XDP fast path.
+
+pub mod fastpath;
