@@ -55,6 +55,8 @@ pub struct Scratch {
     next_label: u32,
     /// Length of the question name, terminating zero included.
     name_len: u32,
+    /// Offset of the next EDNS option in the option walk.
+    opt_at: u32,
 }
 
 // Loop state lives in the scratch map and is accessed with volatile reads:
@@ -94,6 +96,8 @@ const TAIL_MAX: usize = 4 + MAX_ADDRS * ANSWER_RR_LEN + OPT_RR_LEN;
 const TAIL_BUF: usize = (TAIL_MAX + 3) / 4 * 4;
 
 const DNS_TYPE_OPT: u16 = 41;
+/// EDNS options walked in a query; a query with more goes to userspace.
+const MAX_EDNS_OPTIONS: usize = 8;
 
 #[xdp]
 pub fn spartan(ctx: XdpContext) -> u32 {
@@ -302,6 +306,7 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Counter> {
             return Err(Counter::PassMalformed);
         }
         do_bit = opt[7] & 0x80 != 0;
+        check_edns_options(ctx, &mut s.opt_at, question_end + OPT_RR_LEN, msg_end)?;
     } else if question_end != msg_end {
         // Trailing bytes inside the UDP payload: not a query shape we answer.
         return Err(Counter::PassMalformed);
@@ -399,6 +404,41 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Counter> {
         return Err(Counter::PassBuildFailed);
     }
     Ok(())
+}
+
+/// The OPT record's options must be well-formed TLVs that end exactly at
+/// the end of the message. Their contents are ignored (RFC 7873 allows a
+/// server to ignore a COOKIE). More options than we walk go to userspace.
+#[inline(always)]
+fn check_edns_options(
+    ctx: &XdpContext,
+    opt_at: &mut u32,
+    start: usize,
+    msg_end: usize,
+) -> Result<(), Counter> {
+    put(opt_at, start);
+    let mut k = 0;
+    while k < MAX_EDNS_OPTIONS {
+        let at = get(opt_at);
+        if at >= msg_end {
+            break;
+        }
+        if at + 4 > msg_end {
+            return Err(Counter::PassMalformed);
+        }
+        let mut tlv = [0u8; 4];
+        load(ctx, at, &mut tlv)?;
+        put(opt_at, at + 4 + be16(tlv[2], tlv[3]) as usize);
+        k += 1;
+    }
+    let end = get(opt_at);
+    if end == msg_end {
+        Ok(())
+    } else if end < msg_end {
+        Err(Counter::PassUnsupportedEdns)
+    } else {
+        Err(Counter::PassMalformed)
+    }
 }
 
 /// Loads `want` (1..=MAX_NAME_LEN) bytes of the question name.

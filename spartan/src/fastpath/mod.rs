@@ -14,7 +14,7 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{Xdp, XdpMode, links::FdLink, xdp::XdpLink},
 };
-pub use maps::{CounterSnapshot, KernelMaps};
+pub use maps::{CounterSnapshot, KernelMaps, monotonic_ns};
 use spartan_common::map_names;
 
 /// The XDP object built from `spartan-ebpf`, embedded at build time.

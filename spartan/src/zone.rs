@@ -1,0 +1,374 @@
+//! The local zones `spartan` and `zk`: the one model that both the daemon's
+//! answers and the kernel's answers map are derived from.
+
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+};
+
+use hickory_proto::{
+    rr::{
+        LowerName, Name, RData, Record, RecordType,
+        rdata::{A, NS, SOA},
+    },
+    serialize::binary::BinEncodable,
+};
+use spartan_common::{
+    ANSWER_NEEDS_HEARTBEAT, AnswerKey, AnswerValue, MAX_ADDRS, MAX_NAME_LEN, QTYPE_A,
+};
+
+/// Number of `zk-N.zk` names.
+pub const ZK_NAMES: usize = 5;
+/// TTL of every A record in the local zones.
+const A_TTL: u32 = 5;
+const NS_TTL: u32 = 3600;
+/// The answer watchdogs check for.
+pub const READY_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
+
+fn name(s: &str) -> Name {
+    Name::from_ascii(s).expect("static name is valid")
+}
+
+/// One authoritative zone: its SOA and its records by owner name.
+#[derive(Clone, Debug)]
+pub struct Zone {
+    origin: LowerName,
+    soa: Record,
+    records: BTreeMap<LowerName, Vec<Record>>,
+}
+
+impl Zone {
+    fn new(origin: Name, soa: SOA, soa_ttl: u32) -> Self {
+        Self {
+            origin: LowerName::new(&origin),
+            soa: Record::from_rdata(origin, soa_ttl, RData::SOA(soa)),
+            records: BTreeMap::new(),
+        }
+    }
+
+    fn add(&mut self, record: Record) {
+        self.records
+            .entry(LowerName::new(record.name()))
+            .or_default()
+            .push(record);
+    }
+
+    pub fn origin(&self) -> &LowerName {
+        &self.origin
+    }
+
+    pub fn soa(&self) -> &Record {
+        &self.soa
+    }
+
+    /// Every record of the zone, the SOA first.
+    pub fn records(&self) -> impl Iterator<Item = &Record> {
+        std::iter::once(&self.soa).chain(self.records.values().flatten())
+    }
+}
+
+/// What the local zones say about a question.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LocalAnswer {
+    /// Records of the asked type.
+    Records(Vec<Record>),
+    /// The name exists, without records of that type: NOERROR, SOA in authority.
+    NoData(Record),
+    /// The name does not exist in the zone: NXDOMAIN, SOA in authority.
+    NxDomain(Record),
+}
+
+/// The `spartan` and `zk` zones for one master list.
+#[derive(Clone, Debug)]
+pub struct LocalZones {
+    zones: Vec<Zone>,
+    ready_name: LowerName,
+}
+
+impl LocalZones {
+    /// Builds both zones. `ns_addr` is the address of `ns.spartan` (the first
+    /// listen address); `masters` fill `zk-1..zk-5` in order, repeated.
+    pub fn new(ns_addr: Ipv4Addr, masters: &[Ipv4Addr]) -> Self {
+        let spartan_origin = name("spartan.");
+        let mut spartan = Zone::new(
+            spartan_origin.clone(),
+            SOA::new(
+                name("ns.spartan."),
+                name("support.mesosphere.com."),
+                0,
+                60,
+                180,
+                86400,
+                1,
+            ),
+            A_TTL,
+        );
+        spartan.add(Record::from_rdata(
+            spartan_origin,
+            NS_TTL,
+            RData::NS(NS(name("ns.spartan."))),
+        ));
+        spartan.add(Record::from_rdata(name("ns.spartan."), A_TTL, RData::A(A(ns_addr))));
+        let ready = name("ready.spartan.");
+        spartan.add(Record::from_rdata(ready.clone(), A_TTL, RData::A(A(READY_ADDR))));
+
+        let zk_origin = name("zk.");
+        let mut zk = Zone::new(
+            zk_origin.clone(),
+            SOA::new(
+                name("ns.zk."),
+                name("support.mesosphere.com."),
+                1,
+                600,
+                300,
+                86400,
+                1,
+            ),
+            NS_TTL,
+        );
+        zk.add(Record::from_rdata(zk_origin, NS_TTL, RData::NS(NS(name("ns.zk.")))));
+        for (i, addr) in zk_addresses(masters).into_iter().enumerate() {
+            zk.add(Record::from_rdata(
+                name(&format!("zk-{}.zk.", i + 1)),
+                A_TTL,
+                RData::A(A(addr)),
+            ));
+        }
+        Self {
+            zones: vec![spartan, zk],
+            ready_name: LowerName::new(&ready),
+        }
+    }
+
+    pub fn zones(&self) -> &[Zone] {
+        &self.zones
+    }
+
+    /// The zone that `name` belongs to, if it is one of ours.
+    pub fn zone_for(&self, name: &LowerName) -> Option<&Zone> {
+        self.zones.iter().find(|z| z.origin.zone_of(name))
+    }
+
+    /// Answers `name`/`rtype` from the zones; `None` when the name is not in
+    /// a local zone (it is forwarded).
+    pub fn lookup(&self, name: &LowerName, rtype: RecordType) -> Option<LocalAnswer> {
+        let zone = self.zone_for(name)?;
+        let at_apex = *name == zone.origin;
+        let mut found: Vec<Record> = Vec::new();
+        let mut exists = at_apex;
+        if at_apex && matches!(rtype, RecordType::SOA | RecordType::ANY) {
+            found.push(zone.soa.clone());
+        }
+        if let Some(records) = zone.records.get(name) {
+            exists = true;
+            found.extend(
+                records
+                    .iter()
+                    .filter(|r| rtype == RecordType::ANY || r.record_type() == rtype)
+                    .cloned(),
+            );
+        } else if !exists {
+            // An empty non-terminal (a name with records below it) exists too.
+            exists = zone.records.keys().any(|k| name.zone_of(k));
+        }
+        Some(if !found.is_empty() {
+            LocalAnswer::Records(found)
+        } else if exists {
+            LocalAnswer::NoData(zone.soa.clone())
+        } else {
+            LocalAnswer::NxDomain(zone.soa.clone())
+        })
+    }
+
+    /// A records in a zone, grouped by owner name.
+    pub fn a_records(&self) -> Vec<(Name, u32, Vec<Ipv4Addr>)> {
+        let mut out = Vec::new();
+        for zone in &self.zones {
+            for records in zone.records.values() {
+                let addrs: Vec<(u32, Ipv4Addr)> = records
+                    .iter()
+                    .filter_map(|r| match r.data() {
+                        RData::A(a) => Some((r.ttl(), a.0)),
+                        _ => None,
+                    })
+                    .collect();
+                if let Some(first) = records.first() {
+                    if !addrs.is_empty() {
+                        let ttl = addrs.iter().map(|(t, _)| *t).min().unwrap_or(A_TTL);
+                        out.push((
+                            first.name().clone(),
+                            ttl,
+                            addrs.into_iter().map(|(_, a)| a).collect(),
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The kernel's answers map, derived from the same records the daemon
+    /// serves: one entry per name with A records. `ready.spartan` carries the
+    /// heartbeat flag, so the kernel answers it only while the daemon lives.
+    pub fn kernel_answers(&self) -> Vec<(AnswerKey, AnswerValue)> {
+        self.a_records()
+            .into_iter()
+            .filter_map(|(owner, ttl, addrs)| {
+                let key = answer_key(&owner, QTYPE_A)?;
+                let mut value = AnswerValue {
+                    ttl,
+                    count: addrs.len().min(MAX_ADDRS) as u32,
+                    flags: 0,
+                    addrs: [[0; 4]; MAX_ADDRS],
+                };
+                for (slot, addr) in value.addrs.iter_mut().zip(&addrs) {
+                    *slot = addr.octets();
+                }
+                if LowerName::new(&owner) == self.ready_name {
+                    value.flags |= ANSWER_NEEDS_HEARTBEAT;
+                }
+                Some((key, value))
+            })
+            .collect()
+    }
+}
+
+/// `zk-1..zk-5` addresses: the master list repeated in order, first five.
+pub fn zk_addresses(masters: &[Ipv4Addr]) -> Vec<Ipv4Addr> {
+    if masters.is_empty() {
+        return Vec::new();
+    }
+    masters.iter().cycle().take(ZK_NAMES).copied().collect()
+}
+
+/// The kernel map key for `name`: lower-cased wire format, zero padded.
+/// `None` for a name longer than the kernel handles.
+pub fn answer_key(name: &Name, qtype: u16) -> Option<AnswerKey> {
+    let mut fqdn = name.to_lowercase();
+    fqdn.set_fqdn(true);
+    let wire = fqdn.to_bytes().ok()?;
+    if wire.len() > MAX_NAME_LEN {
+        return None;
+    }
+    let mut key = AnswerKey::zeroed();
+    key.name[..wire.len()].copy_from_slice(&wire);
+    key.qtype = qtype;
+    Some(key)
+}
+
+/// The name in an answers-map key, for display (`spartan stats`, bpftool).
+pub fn key_name(key: &AnswerKey) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < key.name.len() {
+        let len = key.name[i] as usize;
+        if len == 0 || i + 1 + len > key.name.len() {
+            break;
+        }
+        out.push_str(&String::from_utf8_lossy(&key.name[i + 1..i + 1 + len]));
+        out.push('.');
+        i += 1 + len;
+    }
+    if out.is_empty() { ".".into() } else { out }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn lower(s: &str) -> LowerName {
+        LowerName::new(&name(s))
+    }
+
+    #[test]
+    fn zk_names_repeat_the_master_list_in_order() {
+        let (a, b, c) = (ip("10.0.0.1"), ip("10.0.0.2"), ip("10.0.0.3"));
+        assert_eq!(zk_addresses(&[a]), vec![a; 5]);
+        assert_eq!(zk_addresses(&[a, b, c]), vec![a, b, c, a, b]);
+        let seven: Vec<Ipv4Addr> = (1..=7).map(|i| Ipv4Addr::new(10, 0, 0, i)).collect();
+        assert_eq!(zk_addresses(&seven), seven[..5].to_vec());
+        assert!(zk_addresses(&[]).is_empty());
+    }
+
+    #[test]
+    fn ready_answers_loopback_and_other_types_are_nodata() {
+        let zones = LocalZones::new(ip("198.51.100.1"), &[]);
+        match zones.lookup(&lower("READY.Spartan."), RecordType::A) {
+            Some(LocalAnswer::Records(r)) => {
+                assert_eq!(r.len(), 1);
+                assert_eq!(r[0].data(), &RData::A(A(READY_ADDR)));
+                assert_eq!(r[0].ttl(), 5);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            zones.lookup(&lower("ready.spartan."), RecordType::AAAA),
+            Some(LocalAnswer::NoData(soa)) if soa.record_type() == RecordType::SOA
+        ));
+        assert!(matches!(
+            zones.lookup(&lower("nope.spartan."), RecordType::A),
+            Some(LocalAnswer::NxDomain(_))
+        ));
+        assert!(zones.lookup(&lower("example.com."), RecordType::A).is_none());
+        assert!(zones.lookup(&lower("notspartan."), RecordType::A).is_none());
+    }
+
+    #[test]
+    fn apex_has_soa_and_ns() {
+        let zones = LocalZones::new(ip("198.51.100.1"), &[ip("10.0.0.1")]);
+        for apex in ["spartan.", "zk."] {
+            assert!(matches!(
+                zones.lookup(&lower(apex), RecordType::SOA),
+                Some(LocalAnswer::Records(r)) if r[0].record_type() == RecordType::SOA
+            ));
+            assert!(matches!(
+                zones.lookup(&lower(apex), RecordType::NS),
+                Some(LocalAnswer::Records(r)) if r[0].record_type() == RecordType::NS
+            ));
+            assert!(matches!(
+                zones.lookup(&lower(apex), RecordType::A),
+                Some(LocalAnswer::NoData(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn zk_records_without_masters_do_not_exist() {
+        let zones = LocalZones::new(ip("198.51.100.1"), &[]);
+        assert!(matches!(
+            zones.lookup(&lower("zk-1.zk."), RecordType::A),
+            Some(LocalAnswer::NxDomain(_))
+        ));
+    }
+
+    #[test]
+    fn kernel_answers_come_from_the_zone_records() {
+        let masters = [ip("10.0.0.1"), ip("10.0.0.2")];
+        let zones = LocalZones::new(ip("198.51.100.1"), &masters);
+        let answers = zones.kernel_answers();
+        // ns.spartan, ready.spartan, zk-1..zk-5
+        assert_eq!(answers.len(), 7);
+        let ready = answer_key(&name("ready.spartan."), QTYPE_A).unwrap();
+        let (_, v) = answers.iter().find(|(k, _)| *k == ready).unwrap();
+        assert_eq!(v.flags, ANSWER_NEEDS_HEARTBEAT);
+        assert_eq!(v.addrs[0], [127, 0, 0, 1]);
+        assert_eq!(v.count, 1);
+        let zk3 = answer_key(&name("ZK-3.zk"), QTYPE_A).unwrap();
+        let (_, v) = answers.iter().find(|(k, _)| *k == zk3).unwrap();
+        assert_eq!((v.flags, v.count, v.ttl, v.addrs[0]), (0, 1, 5, [10, 0, 0, 1]));
+        assert_eq!(key_name(&zk3), "zk-3.zk.");
+    }
+
+    #[test]
+    fn answer_key_is_lowercase_wire_format() {
+        let key = answer_key(&name("Ready.SPARTAN"), 1).unwrap();
+        assert_eq!(&key.name[..15], b"\x05ready\x07spartan\x00");
+        assert!(key.name[15..].iter().all(|b| *b == 0));
+        let long = name(&format!("{}.example.", "a".repeat(60)));
+        assert!(answer_key(&long, 1).is_none());
+    }
+}

@@ -1,0 +1,38 @@
+//! A private bpffs pin directory per test, removed on drop.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// `/sys/fs/bpf/spartan-test-<pid>-<n>`, removed with everything in it when
+/// dropped (also when the test panics).
+pub struct PinDir(PathBuf);
+
+impl PinDir {
+    pub fn new() -> Self {
+        spartan::fastpath::ensure_bpffs(Path::new("/sys/fs/bpf")).expect("bpffs");
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = PathBuf::from(format!("/sys/fs/bpf/spartan-test-{}-{n}", std::process::id()));
+        let _ = spartan::fastpath::FastPath::remove_pins(&dir);
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Default for PinDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = spartan::fastpath::FastPath::remove_pins(&self.0);
+    }
+}

@@ -1,0 +1,447 @@
+//! The XDP program on crafted frames through BPF_PROG_TEST_RUN: the real
+//! object embedded in the binary, loaded into the running kernel.
+
+use std::net::Ipv4Addr;
+
+use hickory_proto::{
+    op::{Message, MessageType, ResponseCode},
+    rr::{RData, RecordType, rdata::A},
+};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use spartan::{
+    fastpath::{FastPath, KernelMaps, test_run},
+    zone::{LocalZones, answer_key},
+};
+use spartan_common::{AnswerValue, Counter, MAX_ADDRS, QTYPE_A};
+use tests::{
+    frame::{SERVER_IP, Wrapper, check_answer_frame, query, query_frame, with_edns},
+    pins::PinDir,
+    require_root,
+};
+
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+const MASTERS: [&str; 3] = ["10.0.0.1", "10.0.0.2", "10.0.0.3"];
+
+struct Harness {
+    fast_path: FastPath,
+    maps: KernelMaps,
+    // Dropped last: removes the pins after the program and maps are closed.
+    _pins: PinDir,
+}
+
+impl Harness {
+    fn new() -> Self {
+        require_root();
+        let pins = PinDir::new();
+        let fast_path = FastPath::load(pins.path()).expect("load the embedded XDP object");
+        let mut maps = fast_path.maps().unwrap();
+        let masters: Vec<Ipv4Addr> = MASTERS.iter().map(|m| ip(m)).collect();
+        let zones = LocalZones::new(SERVER_IP, &masters);
+        maps.write_answers(&zones.kernel_answers()).unwrap();
+        maps.write_listen_addrs(&[SERVER_IP, ip("198.51.100.2"), ip("198.51.100.3")])
+            .unwrap();
+        maps.beat().unwrap();
+        Self {
+            fast_path,
+            maps,
+            _pins: pins,
+        }
+    }
+
+    fn run(&mut self, frame: &[u8]) -> test_run::TestRunOutput {
+        let fd = self.fast_path.program_fd().unwrap();
+        test_run::run(fd, frame, 1).expect("BPF_PROG_TEST_RUN")
+    }
+
+    /// Runs a frame that must be answered; returns the parsed answer.
+    fn answered(&mut self, frame: &[u8]) -> Message {
+        let out = self.run(frame);
+        assert_eq!(out.action, XDP_TX, "expected XDP_TX");
+        let payload = check_answer_frame(frame, &out.frame);
+        Message::from_vec(&payload).expect("answer parses")
+    }
+
+    /// Runs a frame that must be passed unchanged, counted under `reason`.
+    fn passed(&mut self, frame: &[u8], reason: Counter) {
+        let before = self.maps.counters().unwrap();
+        let out = self.run(frame);
+        assert_eq!(out.action, XDP_PASS, "expected XDP_PASS ({reason:?})");
+        assert_eq!(out.frame, frame, "a passed frame is unchanged");
+        let after = self.maps.counters().unwrap();
+        assert_eq!(after.get(reason) - before.get(reason), 1, "counted as {reason:?}");
+        assert_eq!(after.get(Counter::Answered), before.get(Counter::Answered));
+    }
+}
+
+fn answer_addrs(m: &Message) -> Vec<Ipv4Addr> {
+    m.answers()
+        .iter()
+        .map(|r| match r.data() {
+            RData::A(A(a)) => *a,
+            other => panic!("unexpected record {other:?}"),
+        })
+        .collect()
+}
+
+/// Checks the fixed header of a kernel answer to `q`.
+fn check_header(q: &Message, a: &Message) {
+    assert_eq!(a.id(), q.id());
+    assert_eq!(a.message_type(), MessageType::Response);
+    assert!(a.authoritative());
+    assert!(a.recursion_available());
+    assert_eq!(a.recursion_desired(), q.recursion_desired());
+    assert!(!a.truncated());
+    assert_eq!(a.response_code(), ResponseCode::NoError);
+    assert_eq!(a.queries(), q.queries());
+    assert!(a.name_servers().is_empty());
+}
+
+#[test]
+fn root_hit_without_edns() {
+    let mut h = Harness::new();
+    let q = query(0x1234, "ready.spartan.", RecordType::A);
+    let f = query_frame(&q);
+    let before = h.maps.counters().unwrap();
+    let a = h.answered(&f);
+    check_header(&q, &a);
+    assert_eq!(answer_addrs(&a), vec![ip("127.0.0.1")]);
+    assert_eq!(a.answers()[0].ttl(), 5);
+    assert_eq!(a.answers()[0].name(), q.queries()[0].name());
+    assert!(a.extensions().is_none(), "no OPT without one in the query");
+    // The answer's owner name is a pointer to the question.
+    let out = h.run(&f);
+    let dns = &out.frame[42..];
+    let qlen = 12 + 15 + 4;
+    assert_eq!(dns[qlen..qlen + 2], [0xc0, 0x0c]);
+    let after = h.maps.counters().unwrap();
+    assert_eq!(after.get(Counter::Answered) - before.get(Counter::Answered), 2);
+    assert_eq!(after.get(Counter::QueriesForUs) - before.get(Counter::QueriesForUs), 2);
+}
+
+#[test]
+fn root_hit_with_edns_cookie_and_do_bit() {
+    let mut h = Harness::new();
+    for (dnssec_ok, cookie) in [(false, false), (false, true), (true, false), (true, true)] {
+        let q = with_edns(query(7, "ready.spartan.", RecordType::A), 0, dnssec_ok, cookie);
+        let a = h.answered(&query_frame(&q));
+        check_header(&q, &a);
+        assert_eq!(answer_addrs(&a), vec![ip("127.0.0.1")]);
+        let edns = a.extensions().as_ref().expect("OPT in the answer");
+        assert_eq!(edns.max_payload(), 1232);
+        assert_eq!(edns.version(), 0);
+        assert_eq!(edns.flags().dnssec_ok, dnssec_ok, "DO copied");
+        assert!(edns.options().as_ref().is_empty(), "no options in the answer");
+        assert_eq!(a.additionals().len(), 0);
+    }
+}
+
+#[test]
+fn root_mixed_case_question_is_kept() {
+    let mut h = Harness::new();
+    let q = query(99, "ReAdY.SpArTaN.", RecordType::A);
+    let f = query_frame(&q);
+    let a = h.answered(&f);
+    assert_eq!(answer_addrs(&a), vec![ip("127.0.0.1")]);
+    // The client's own bytes, case and all.
+    let out = h.run(&f);
+    assert_eq!(out.frame[54..54 + 15], f[54..54 + 15]);
+    assert_eq!(&out.frame[55..60], b"ReAdY");
+}
+
+#[test]
+fn root_zk_names_follow_the_master_list() {
+    let mut h = Harness::new();
+    let want = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.1", "10.0.0.2"];
+    for (i, addr) in want.iter().enumerate() {
+        let q = query(i as u16, &format!("zk-{}.zk.", i + 1), RecordType::A);
+        let a = h.answered(&query_frame(&q));
+        check_header(&q, &a);
+        assert_eq!(answer_addrs(&a), vec![ip(addr)]);
+    }
+    // Several addresses for one name (up to MAX_ADDRS), written directly.
+    for count in [2usize, 5, MAX_ADDRS] {
+        let key = answer_key(&"zk-1.zk.".parse().unwrap(), QTYPE_A).unwrap();
+        let mut value = AnswerValue { ttl: 30, count: count as u32, flags: 0, addrs: [[0; 4]; MAX_ADDRS] };
+        for (n, slot) in value.addrs.iter_mut().take(count).enumerate() {
+            *slot = [10, 1, 0, n as u8 + 1];
+        }
+        let mut entries = h.maps.answers().unwrap();
+        entries.retain(|(k, _)| *k != key);
+        entries.push((key, value));
+        h.maps.write_answers(&entries).unwrap();
+        for edns in [false, true] {
+            let mut q = query(1, "ZK-1.zk.", RecordType::A);
+            if edns {
+                q = with_edns(q, 0, false, true);
+            }
+            let a = h.answered(&query_frame(&q));
+            check_header(&q, &a);
+            let want: Vec<Ipv4Addr> = (1..=count).map(|n| Ipv4Addr::new(10, 1, 0, n as u8)).collect();
+            assert_eq!(answer_addrs(&a), want);
+            assert!(a.answers().iter().all(|r| r.ttl() == 30));
+            assert_eq!(a.extensions().is_some(), edns);
+        }
+    }
+}
+
+#[test]
+fn root_queries_the_kernel_leaves_to_userspace() {
+    let mut h = Harness::new();
+    h.passed(&query_frame(&query(1, "nope.spartan.", RecordType::A)), Counter::PassNameNotInMap);
+    h.passed(&query_frame(&query(1, "example.com.", RecordType::A)), Counter::PassNameNotInMap);
+    h.passed(&query_frame(&query(1, "ready.spartan.", RecordType::AAAA)), Counter::PassNotAIn);
+    let long = format!("{}.spartan.", "a".repeat(50));
+    h.passed(&query_frame(&query(1, &long, RecordType::A)), Counter::PassNameNotInMap);
+
+    // QDCOUNT=2.
+    let mut two = query(1, "ready.spartan.", RecordType::A);
+    two.add_query(hickory_proto::op::Query::query("zk-1.zk.".parse().unwrap(), RecordType::A));
+    h.passed(&query_frame(&two), Counter::PassMalformed);
+
+    // A compression pointer in the question.
+    let mut raw = query(1, "ready.spartan.", RecordType::A).to_vec().unwrap();
+    raw.truncate(12);
+    raw.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1]);
+    h.passed(&Wrapper::default().frame(&raw), Counter::PassMalformed);
+
+    // EDNS version 1.
+    let v1 = with_edns(query(1, "ready.spartan.", RecordType::A), 1, false, false);
+    h.passed(&query_frame(&v1), Counter::PassUnsupportedEdns);
+
+    let payload = query(1, "ready.spartan.", RecordType::A).to_vec().unwrap();
+    // IPv4 options.
+    let opts = Wrapper { ip_options: vec![1, 1, 1, 0], ..Wrapper::default() };
+    h.passed(&opts.frame(&payload), Counter::PassIpOptionsOrFragment);
+    // A fragment: MF set, and a non-zero offset.
+    for frag in [0x2000u16, 0x0010] {
+        let w = Wrapper { frag, ..Wrapper::default() };
+        h.passed(&w.frame(&payload), Counter::PassIpOptionsOrFragment);
+    }
+    // Wrong destination address, wrong port, not UDP, not IPv4.
+    let w = Wrapper { dst: ip("198.51.100.9"), ..Wrapper::default() };
+    h.passed(&w.frame(&payload), Counter::PassNotOurAddress);
+    let w = Wrapper { dport: 5353, ..Wrapper::default() };
+    h.passed(&w.frame(&payload), Counter::PassNotUdp53);
+    let w = Wrapper { protocol: 6, ..Wrapper::default() };
+    h.passed(&w.frame(&payload), Counter::PassNotUdp53);
+    let w = Wrapper { ethertype: 0x86dd, ..Wrapper::default() };
+    h.passed(&w.frame(&payload), Counter::PassNotIpv4);
+
+    // A response (QR=1), as our own answer looks when it comes back on lo.
+    let mut resp = query(1, "ready.spartan.", RecordType::A);
+    resp.set_message_type(MessageType::Response);
+    h.passed(&query_frame(&resp), Counter::PassResponse);
+    // Our own answer, fed back to the program as it comes back on lo.
+    let answer = h.run(&query_frame(&query(5, "ready.spartan.", RecordType::A))).frame;
+    let out = h.run(&answer);
+    assert_eq!((out.action, &out.frame), (XDP_PASS, &answer));
+
+    // EDNS options that overrun the OPT record, or too many of them.
+    let mut bad_opt = with_edns(query(1, "ready.spartan.", RecordType::A), 0, false, true)
+        .to_vec()
+        .unwrap();
+    let n = bad_opt.len();
+    bad_opt[n - 9] = 0x10; // cookie length 8 -> 0x1008
+    h.passed(&Wrapper::default().frame(&bad_opt), Counter::PassMalformed);
+
+    // Trailing bytes after the question.
+    let mut trailing = payload.clone();
+    trailing.extend_from_slice(&[0, 0]);
+    h.passed(&Wrapper::default().frame(&trailing), Counter::PassMalformed);
+}
+
+#[test]
+fn root_stale_heartbeat_sends_ready_to_userspace_but_not_zk() {
+    let mut h = Harness::new();
+    let ready = query_frame(&query(1, "ready.spartan.", RecordType::A));
+    let zk = query_frame(&query(1, "zk-1.zk.", RecordType::A));
+    h.answered(&ready);
+    let now = spartan::fastpath::monotonic_ns();
+    h.maps.set_heartbeat(now - 4_000_000_000).unwrap();
+    h.passed(&ready, Counter::PassStaleHeartbeat);
+    h.answered(&zk);
+    h.maps.set_heartbeat(0).unwrap();
+    h.passed(&ready, Counter::PassStaleHeartbeat);
+    h.maps.set_heartbeat(now - 1_000_000_000).unwrap();
+    h.answered(&ready);
+}
+
+#[test]
+fn root_every_truncation_of_a_query_passes_unchanged() {
+    let mut h = Harness::new();
+    for q in [
+        query(3, "ready.spartan.", RecordType::A),
+        with_edns(query(3, "zk-2.zk.", RecordType::A), 0, true, true),
+    ] {
+        let full = query_frame(&q);
+        for len in 0..full.len() {
+            let cut = &full[..len];
+            let fd = h.fast_path.program_fd().unwrap();
+            match test_run::run(fd, cut, 1) {
+                Ok(out) => {
+                    assert_eq!(out.action, XDP_PASS, "cut at {len} must pass");
+                    assert_eq!(out.frame, cut, "cut at {len} unchanged");
+                }
+                // The kernel refuses to run XDP on less than an Ethernet header.
+                Err(e) if len < 14 && e.raw_os_error() == Some(libc::EINVAL) => {}
+                Err(e) => panic!("test run at {len}: {e}"),
+            }
+        }
+        // Lying lengths: the IP and UDP length fields cut short or too long.
+        let mut short_ip = full.clone();
+        short_ip[16..18].copy_from_slice(&((full.len() - 14 - 2) as u16).to_be_bytes());
+        h.passed(&short_ip, Counter::PassMalformed);
+        let mut long_udp = full.clone();
+        long_udp[38..40].copy_from_slice(&((full.len() - 34 + 2) as u16).to_be_bytes());
+        h.passed(&long_udp, Counter::PassMalformed);
+        h.answered(&full);
+    }
+}
+
+#[test]
+fn root_ethernet_padding_is_trimmed_from_the_answer() {
+    let mut h = Harness::new();
+    let q = query(3, "zk-5.zk.", RecordType::A);
+    let mut f = query_frame(&q);
+    f.extend_from_slice(&[0u8; 20]);
+    let a = h.answered(&f);
+    assert_eq!(answer_addrs(&a), vec![ip("10.0.0.2")]);
+}
+
+/// Is `f` a well-formed A/IN query for one of the answered names, by the
+/// rules the kernel applies? An oracle independent of the program.
+fn answerable(f: &[u8], names: &[String]) -> Option<Message> {
+    if f.len() < 42 || f[12..14] != [8, 0] || f[14] != 0x45 || f[23] != 17 {
+        return None;
+    }
+    if (u16::from_be_bytes([f[20], f[21]]) & 0x3fff) != 0 {
+        return None;
+    }
+    let total = u16::from_be_bytes([f[16], f[17]]) as usize;
+    if total < 40 || 14 + total > f.len() || u16::from_be_bytes([f[38], f[39]]) as usize != total - 20 {
+        return None;
+    }
+    if f[36..38] != [0, 53] || f[30..33] != [198, 51, 100] || !(1..=3).contains(&f[33]) {
+        return None;
+    }
+    let payload = &f[42..14 + total];
+    let m = Message::from_vec(payload).ok()?;
+    // hickory accepts some things the kernel does not; apply its rules.
+    if m.message_type() != MessageType::Query
+        || u8::from(m.op_code()) != 0
+        || m.truncated()
+        || m.queries().len() != 1
+        || !m.answers().is_empty()
+        || !m.name_servers().is_empty()
+        || !m.additionals().is_empty()
+    {
+        return None;
+    }
+    // No compression pointer (or other label type) in the question name.
+    let mut at = 12;
+    loop {
+        let len = *payload.get(at)? as usize;
+        if len & 0xc0 != 0 {
+            return None;
+        }
+        if len == 0 {
+            break;
+        }
+        at += 1 + len;
+    }
+    if let Some(edns) = m.extensions() {
+        if edns.version() != 0 {
+            return None;
+        }
+    }
+    let q = &m.queries()[0];
+    if q.query_type() != RecordType::A || q.query_class() != hickory_proto::rr::DNSClass::IN {
+        return None;
+    }
+    let name = q.name().to_lowercase().to_ascii();
+    names.contains(&name).then_some(m)
+}
+
+#[test]
+fn root_generated_frames_are_answered_correctly_or_passed_unchanged() {
+    let mut h = Harness::new();
+    let names: Vec<String> = [
+        "ready.spartan.", "zk-1.zk.", "zk-2.zk.", "zk-3.zk.", "zk-4.zk.", "zk-5.zk.", "ns.spartan.",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let candidates = [
+        "ready.spartan.", "READY.spartan.", "zk-1.zk.", "Zk-5.ZK.", "ns.spartan.", "zk-6.zk.",
+        "nope.spartan.", "example.com.", "a.b.c.d.e.f.g.h.", "zk.", "spartan.",
+    ];
+    let types = [RecordType::A, RecordType::AAAA, RecordType::TXT, RecordType::A, RecordType::A];
+    let mut rng = StdRng::seed_from_u64(0x5a27_a11);
+    let total = 100_000;
+    let (mut tx, mut pass) = (0u32, 0u32);
+    for n in 0..total {
+        let name = candidates[rng.random_range(0..candidates.len())];
+        let rtype = types[rng.random_range(0..types.len())];
+        let mut q = query(rng.random(), name, rtype);
+        if rng.random_bool(0.4) {
+            q = with_edns(q, rng.random_range(0..2), rng.random(), rng.random());
+        }
+        let mut w = Wrapper::default();
+        if rng.random_bool(0.1) {
+            w.dst = Ipv4Addr::new(198, 51, 100, rng.random_range(0..6));
+        }
+        let mut f = w.frame(&q.to_vec().unwrap());
+        match n % 4 {
+            0 => {} // intact
+            1 => {
+                // Flip 1-4 random bytes.
+                for _ in 0..rng.random_range(1..=4) {
+                    let i = rng.random_range(0..f.len());
+                    f[i] ^= 1 << rng.random_range(0..8);
+                }
+            }
+            2 => {
+                // Cut or extend.
+                if rng.random_bool(0.5) {
+                    f.truncate(rng.random_range(14..f.len()));
+                } else {
+                    for _ in 0..rng.random_range(1..40) {
+                        f.push(rng.random());
+                    }
+                }
+            }
+            _ => {
+                // Random bytes over the DNS part, headers kept.
+                for b in f.iter_mut().skip(42) {
+                    if rng.random_bool(0.3) {
+                        *b = rng.random();
+                    }
+                }
+            }
+        }
+        let expect = answerable(&f, &names);
+        let out = h.run(&f);
+        match out.action {
+            XDP_TX => {
+                tx += 1;
+                let q = expect.unwrap_or_else(|| panic!("answered a frame the rules refuse: {f:02x?}"));
+                let payload = check_answer_frame(&f, &out.frame);
+                let a = Message::from_vec(&payload).expect("answer parses");
+                check_header(&q, &a);
+                assert!(!a.answers().is_empty());
+            }
+            XDP_PASS => {
+                pass += 1;
+                assert_eq!(out.frame, f, "a passed frame is unchanged");
+            }
+            other => panic!("unexpected action {other}"),
+        }
+    }
+    assert!(tx > 1000 && pass > 1000, "both paths exercised: tx {tx}, pass {pass}");
+}
