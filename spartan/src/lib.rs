@@ -1,4 +1,17 @@
 //! Spartan: a node-local DNS resolver with an XDP fast path.
+//!
+//! - [`zone`]: the local zones, the one model behind both the daemon's and
+//!   the kernel's answers;
+//! - [`fastpath`]: the XDP program, its maps and their writer;
+//! - [`dns`]: listeners and the query handler;
+//! - [`forward`]: the racing forwarder;
+//! - [`config`], [`daemon`], [`stats`].
 
+pub mod config;
+pub mod daemon;
+pub mod dns;
 pub mod fastpath;
+pub mod forward;
+pub mod local_data;
+pub mod stats;
 pub mod zone;

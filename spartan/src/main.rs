@@ -1,7 +1,277 @@
-fn main() -> anyhow::Result<()> {
-    let dir = std::path::Path::new("/sys/fs/bpf/spartan-try");
-    let mut fp = spartan::fastpath::FastPath::load(dir)?;
-    println!("loaded; fd ok: {}", fp.program_fd().is_ok());
-    spartan::fastpath::FastPath::remove_pins(dir)?;
+//! The `spartan` command: the daemon and the tools around it.
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use spartan::{
+    config::{self, Config, FileConfig},
+    fastpath::{FastPath, KernelMaps, monotonic_ns},
+    zone,
+};
+use spartan_common::ANSWER_NEEDS_HEARTBEAT;
+
+#[derive(Parser)]
+#[command(version, about = "Spartan: node-local DNS with an XDP fast path")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run(ConfigArgs),
+    /// Validate a configuration and print the effective one.
+    CheckConfig(ConfigArgs),
+    /// Print the kernel fast path's counters and answers (works while the
+    /// daemon is down).
+    Stats {
+        /// Where the maps are pinned.
+        #[arg(long, default_value = spartan_common::PIN_DIR)]
+        pin_dir: PathBuf,
+    },
+    /// Remove what Spartan added to the node: XDP links and map pins.
+    Down {
+        #[arg(long, default_value = spartan_common::PIN_DIR)]
+        pin_dir: PathBuf,
+    },
+    /// Measure the XDP program's cost per packet with BPF_PROG_TEST_RUN.
+    #[command(hide = true)]
+    BenchXdp {
+        #[arg(long, default_value_t = 1_000_000)]
+        repeat: u32,
+    },
+}
+
+/// Where the configuration comes from; flags win over the environment,
+/// which wins over the file.
+#[derive(Args, Clone)]
+struct ConfigArgs {
+    /// Configuration file; a missing default file means embedded defaults.
+    #[arg(long, env = "SPARTAN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Listen addresses (repeatable).
+    #[arg(long = "listen")]
+    listen: Vec<Ipv4Addr>,
+    /// DNS port.
+    #[arg(long)]
+    port: Option<u16>,
+    /// Upstream resolvers, "ip" or "ip:port", comma-separated.
+    #[arg(long, env = "RESOLVERS", value_delimiter = ',')]
+    upstream: Vec<String>,
+    /// Static master list, comma-separated.
+    #[arg(long = "masters", value_delimiter = ',')]
+    masters: Vec<String>,
+    /// Mesos-DNS port on the masters.
+    #[arg(long)]
+    mesos_port: Option<u16>,
+    /// Do not load the XDP program.
+    #[arg(long)]
+    no_xdp: bool,
+    /// Interfaces to attach the XDP program to, besides `lo` (repeatable).
+    #[arg(long = "xdp-interface")]
+    xdp_interfaces: Vec<String>,
+    /// Where maps and links are pinned.
+    #[arg(long)]
+    pin_dir: Option<PathBuf>,
+    /// Detach the XDP program on exit.
+    #[arg(long)]
+    detach_on_exit: bool,
+    /// Per-upstream timeout, milliseconds.
+    #[arg(long)]
+    upstream_timeout_ms: Option<u64>,
+    /// Overall deadline of a forwarded query, milliseconds.
+    #[arg(long)]
+    query_deadline_ms: Option<u64>,
+    /// Most queries in flight.
+    #[arg(long)]
+    max_in_flight: Option<usize>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> Result<Config> {
+        let mut file = match &self.config {
+            Some(path) => FileConfig::load(path)?,
+            None => {
+                let default = Path::new(config::DEFAULT_CONFIG_PATH);
+                if default.exists() {
+                    FileConfig::load(default)?
+                } else {
+                    FileConfig::default()
+                }
+            }
+        };
+        if !self.listen.is_empty() {
+            file.listen_addresses = Some(self.listen.iter().map(|a| a.to_string()).collect());
+        }
+        if self.port.is_some() {
+            file.dns_port = self.port;
+        }
+        let upstream: Vec<String> = self.upstream.iter().filter(|s| !s.trim().is_empty()).cloned().collect();
+        if !upstream.is_empty() {
+            file.upstream_resolvers = Some(upstream);
+        }
+        if !self.masters.is_empty() {
+            let masters = file.masters.get_or_insert_with(Default::default);
+            masters.source = Some("static".into());
+            masters.static_list = Some(self.masters.clone());
+        }
+        if self.mesos_port.is_some() {
+            file.mesos_port = self.mesos_port;
+        }
+        let xdp = file.xdp.get_or_insert_with(Default::default);
+        if self.no_xdp {
+            xdp.enabled = Some(false);
+        }
+        if !self.xdp_interfaces.is_empty() {
+            xdp.interfaces = Some(self.xdp_interfaces.clone());
+        }
+        if let Some(dir) = &self.pin_dir {
+            xdp.pin_dir = Some(dir.display().to_string());
+        }
+        if self.detach_on_exit {
+            xdp.detach_on_exit = Some(true);
+        }
+        if self.upstream_timeout_ms.is_some() {
+            file.upstream_timeout_ms = self.upstream_timeout_ms;
+        }
+        if self.query_deadline_ms.is_some() {
+            file.query_deadline_ms = self.query_deadline_ms;
+        }
+        if self.max_in_flight.is_some() {
+            file.max_in_flight = self.max_in_flight;
+        }
+        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        Ok(file.resolve(&resolv)?)
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SPARTAN_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Run(args) => {
+            let config = args.load()?;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(spartan::daemon::run(config))
+        }
+        Command::CheckConfig(args) => {
+            let config = args.load()?;
+            println!("{}", toml::to_string_pretty(&config)?);
+            Ok(())
+        }
+        Command::Stats { pin_dir } => stats(&pin_dir),
+        Command::Down { pin_dir } => {
+            FastPath::remove_pins(&pin_dir)?;
+            println!("removed {}", pin_dir.display());
+            Ok(())
+        }
+        Command::BenchXdp { repeat } => bench_xdp(repeat),
+    }
+}
+
+fn stats(pin_dir: &Path) -> Result<()> {
+    let maps = KernelMaps::open_pinned(pin_dir)
+        .with_context(|| format!("no Spartan maps pinned under {} (never started?)", pin_dir.display()))?;
+    println!("kernel counters (all CPUs):");
+    let counters = maps.counters()?;
+    for (counter, value) in &counters.0 {
+        println!("  {:<30} {value}", counter.name());
+    }
+    println!("kernel answers:");
+    let mut answers = maps.answers()?;
+    answers.sort_by_key(|(k, _)| zone::key_name(k));
+    for (key, value) in answers {
+        let addrs: Vec<String> = value.addrs[..value.count as usize]
+            .iter()
+            .map(|a| Ipv4Addr::from(*a).to_string())
+            .collect();
+        let live = if value.flags & ANSWER_NEEDS_HEARTBEAT != 0 { " (needs heartbeat)" } else { "" };
+        println!("  {:<30} ttl {:<5} {}{live}", zone::key_name(&key), value.ttl, addrs.join(" "));
+    }
+    match maps.heartbeat()? {
+        0 => println!("heartbeat: never"),
+        beat => println!(
+            "heartbeat: {:.1} s ago",
+            monotonic_ns().saturating_sub(beat) as f64 / 1e9
+        ),
+    }
     Ok(())
+}
+
+/// ns per packet of the XDP program on four kinds of frame.
+fn bench_xdp(repeat: u32) -> Result<()> {
+    use spartan::fastpath::test_run;
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/spartan-bench-{}", std::process::id()));
+    let result = (|| -> Result<()> {
+        let mut fast_path = FastPath::load(&pin_dir)?;
+        let mut maps = fast_path.maps()?;
+        let addr = Ipv4Addr::new(198, 51, 100, 1);
+        maps.write_listen_addrs(&[addr])?;
+        maps.write_answers(&zone::LocalZones::new(addr, &[Ipv4Addr::new(10, 0, 0, 1)]).kernel_answers())?;
+        maps.beat()?;
+        let frames = bench_frames::all();
+        let fd = fast_path.program_fd()?;
+        println!("{:<24} {:>10} {:>8}", "frame", "ns/packet", "action");
+        for (label, frame) in frames {
+            let out = test_run::run(fd, &frame, repeat)?;
+            println!("{label:<24} {:>10} {:>8}", out.duration_ns, match out.action { 2 => "PASS", 3 => "TX", _ => "?" });
+        }
+        Ok(())
+    })();
+    let _ = FastPath::remove_pins(&pin_dir);
+    result
+}
+
+mod bench_frames {
+    //! Frames for `bench-xdp`, built with hickory-proto.
+    use hickory_proto::{
+        op::{Edns, Message, Query},
+        rr::{Name, RecordType},
+    };
+
+    fn wrap(payload: &[u8], dport: u16) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 8, 0];
+        let total = (20 + 8 + payload.len()) as u16;
+        f.extend_from_slice(&[0x45, 0]);
+        f.extend_from_slice(&total.to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0, 192, 0, 2, 10, 198, 51, 100, 1]);
+        f.extend_from_slice(&40000u16.to_be_bytes());
+        f.extend_from_slice(&dport.to_be_bytes());
+        f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn query(name: &str, edns: bool) -> Vec<u8> {
+        let mut m = Message::new();
+        m.set_id(1).set_recursion_desired(true);
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        if edns {
+            m.set_edns(Edns::new());
+        }
+        m.to_vec().unwrap()
+    }
+
+    pub fn all() -> Vec<(&'static str, Vec<u8>)> {
+        vec![
+            ("hit, EDNS", wrap(&query("ready.spartan.", true), 53)),
+            ("hit, no EDNS", wrap(&query("zk-1.zk.", false), 53)),
+            ("miss (example.com)", wrap(&query("example.com.", true), 53)),
+            ("non-DNS (UDP/123)", wrap(&[0u8; 48], 123)),
+        ]
+    }
 }

@@ -108,6 +108,11 @@ impl KernelMaps {
             .context("writing the heartbeat")
     }
 
+    /// The last heartbeat (CLOCK_MONOTONIC ns), zero if never.
+    pub fn heartbeat(&self) -> Result<u64> {
+        self.heartbeat.get(&0, 0).context("reading the heartbeat")
+    }
+
     pub fn counters(&self) -> Result<CounterSnapshot> {
         let mut out = Vec::with_capacity(Counter::ALL.len());
         for counter in Counter::ALL {

@@ -1,0 +1,343 @@
+//! Configuration: a TOML file (every key optional), environment variables
+//! for the keys DC/OS operators set, and command-line flags over both.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Spartan's default listen addresses (RFC 5737 TEST-NET-2, as DC/OS).
+pub const DEFAULT_LISTEN: [Ipv4Addr; 3] = [
+    Ipv4Addr::new(198, 51, 100, 1),
+    Ipv4Addr::new(198, 51, 100, 2),
+    Ipv4Addr::new(198, 51, 100, 3),
+];
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/spartan/spartan.toml";
+
+/// A configuration error, naming the key at fault.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("`{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// The file as written: every key optional.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    /// IPv4 addresses Spartan answers on.
+    pub listen_addresses: Option<Vec<String>>,
+    /// DNS port on those addresses.
+    pub dns_port: Option<u16>,
+    /// Upstream resolvers, `"ip"` or `"ip:port"`.
+    pub upstream_resolvers: Option<Vec<String>>,
+    /// Zone name -> servers (`"ip"` or `"ip:port"`).
+    pub forward_zones: Option<BTreeMap<String, Vec<String>>>,
+    /// Port of Mesos-DNS on the masters.
+    pub mesos_port: Option<u16>,
+    pub upstream_timeout_ms: Option<u64>,
+    pub query_deadline_ms: Option<u64>,
+    pub max_in_flight: Option<usize>,
+    pub max_tcp_connections: Option<usize>,
+    pub tcp_idle_timeout_ms: Option<u64>,
+    pub masters: Option<MastersFile>,
+    pub xdp: Option<XdpFile>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MastersFile {
+    /// `static` only in this version; see the README.
+    pub source: Option<String>,
+    #[serde(rename = "static")]
+    pub static_list: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct XdpFile {
+    /// Answer in the kernel at all.
+    pub enabled: Option<bool>,
+    /// Interfaces besides `lo` (container-facing veths and bridges).
+    pub interfaces: Option<Vec<String>>,
+    /// Where maps and links are pinned.
+    pub pin_dir: Option<String>,
+    /// Detach the program on exit instead of leaving it pinned for the next
+    /// daemon.
+    pub detach_on_exit: Option<bool>,
+}
+
+/// The effective configuration, validated.
+#[derive(Clone, Debug, Serialize)]
+pub struct Config {
+    pub listen_addresses: Vec<Ipv4Addr>,
+    pub dns_port: u16,
+    pub upstream_resolvers: Vec<SocketAddr>,
+    pub forward_zones: BTreeMap<String, Vec<SocketAddr>>,
+    pub mesos_port: u16,
+    #[serde(serialize_with = "ser_ms")]
+    pub upstream_timeout: Duration,
+    #[serde(serialize_with = "ser_ms")]
+    pub query_deadline: Duration,
+    pub max_in_flight: usize,
+    pub max_tcp_connections: usize,
+    #[serde(serialize_with = "ser_ms")]
+    pub tcp_idle_timeout: Duration,
+    pub masters: Vec<Ipv4Addr>,
+    pub xdp: XdpConfig,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct XdpConfig {
+    pub enabled: bool,
+    pub interfaces: Vec<String>,
+    pub pin_dir: PathBuf,
+    pub detach_on_exit: bool,
+}
+
+fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{}ms", d.as_millis()))
+}
+
+/// Parses `"ip"` or `"ip:port"` (default port `default_port`).
+pub fn parse_server(key: &str, s: &str, default_port: u16) -> Result<SocketAddr, ConfigError> {
+    let s = s.trim();
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Ok(sa);
+    }
+    s.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, default_port))
+        .map_err(|_| invalid(key, format!("{s:?} is not an address (\"ip\" or \"ip:port\")")))
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Validates and fills in defaults. `resolv_conf` is the text of
+    /// /etc/resolv.conf, used when no upstream resolvers are configured.
+    pub fn resolve(&self, resolv_conf: &str) -> Result<Config, ConfigError> {
+        let listen_addresses = match &self.listen_addresses {
+            None => DEFAULT_LISTEN.to_vec(),
+            Some(list) => {
+                if list.is_empty() {
+                    return Err(invalid("listen_addresses", "must not be empty"));
+                }
+                list.iter()
+                    .map(|s| {
+                        s.trim().parse::<Ipv4Addr>().map_err(|_| {
+                            invalid("listen_addresses", format!("{s:?} is not an IPv4 address"))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+        };
+        let dns_port = self.dns_port.unwrap_or(53);
+        let ours = |sa: &SocketAddr| match sa.ip() {
+            IpAddr::V4(v4) => listen_addresses.contains(&v4) || DEFAULT_LISTEN.contains(&v4),
+            IpAddr::V6(_) => false,
+        };
+        let upstream_resolvers: Vec<SocketAddr> = match &self.upstream_resolvers {
+            Some(list) => list
+                .iter()
+                .map(|s| parse_server("upstream_resolvers", s, 53))
+                .collect::<Result<_, _>>()?,
+            None => resolv_conf_nameservers(resolv_conf)
+                .into_iter()
+                .filter(|sa| !ours(sa))
+                .collect(),
+        };
+        for sa in &upstream_resolvers {
+            if ours(sa) {
+                return Err(invalid(
+                    "upstream_resolvers",
+                    format!("{sa} is one of Spartan's own listen addresses: Spartan would query itself in a loop"),
+                ));
+            }
+        }
+        let mut forward_zones = BTreeMap::new();
+        for (zone, servers) in self.forward_zones.clone().unwrap_or_default() {
+            let key = format!("forward_zones.{zone}");
+            if servers.is_empty() {
+                return Err(invalid(key, "a forward zone needs at least one server"));
+            }
+            let parsed: Vec<SocketAddr> = servers
+                .iter()
+                .map(|s| parse_server(&key, s, 53))
+                .collect::<Result<_, _>>()?;
+            if let Some(sa) = parsed.iter().find(|sa| ours(sa)) {
+                return Err(invalid(key, format!("{sa} is one of Spartan's own listen addresses")));
+            }
+            let name = zone.trim_end_matches('.').to_ascii_lowercase();
+            if name.is_empty() || hickory_proto::rr::Name::from_ascii(&name).is_err() {
+                return Err(invalid(key, format!("{zone:?} is not a domain name")));
+            }
+            forward_zones.insert(name, parsed);
+        }
+        let ms = |key: &str, v: Option<u64>, default: u64| -> Result<Duration, ConfigError> {
+            let v = v.unwrap_or(default);
+            if v == 0 {
+                return Err(invalid(key, "must be more than 0"));
+            }
+            Ok(Duration::from_millis(v))
+        };
+        let upstream_timeout = ms("upstream_timeout_ms", self.upstream_timeout_ms, 2000)?;
+        let query_deadline = ms("query_deadline_ms", self.query_deadline_ms, 5000)?;
+        if query_deadline < upstream_timeout {
+            return Err(invalid("query_deadline_ms", "must not be less than upstream_timeout_ms"));
+        }
+        let tcp_idle_timeout = ms("tcp_idle_timeout_ms", self.tcp_idle_timeout_ms, 10_000)?;
+        let max_in_flight = self.max_in_flight.unwrap_or(1024);
+        if max_in_flight == 0 {
+            return Err(invalid("max_in_flight", "must be more than 0"));
+        }
+        let max_tcp_connections = self.max_tcp_connections.unwrap_or(256);
+        if max_tcp_connections == 0 {
+            return Err(invalid("max_tcp_connections", "must be more than 0"));
+        }
+        let masters = match &self.masters {
+            None => Vec::new(),
+            Some(m) => {
+                match m.source.as_deref() {
+                    None | Some("static") => {}
+                    Some(other) => {
+                        return Err(invalid(
+                            "masters.source",
+                            format!("{other:?} is not supported by this version (use \"static\")"),
+                        ));
+                    }
+                }
+                m.static_list
+                    .clone()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|s| {
+                        s.trim().parse::<Ipv4Addr>().map_err(|_| {
+                            invalid("masters.static", format!("{s:?} is not an IPv4 address"))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+        };
+        let xdp_file = self.xdp.clone().unwrap_or_default();
+        let xdp = XdpConfig {
+            enabled: xdp_file.enabled.unwrap_or(true),
+            interfaces: xdp_file.interfaces.unwrap_or_default(),
+            pin_dir: PathBuf::from(
+                xdp_file
+                    .pin_dir
+                    .unwrap_or_else(|| spartan_common::PIN_DIR.to_string()),
+            ),
+            detach_on_exit: xdp_file.detach_on_exit.unwrap_or(false),
+        };
+        Ok(Config {
+            listen_addresses,
+            dns_port,
+            upstream_resolvers,
+            forward_zones,
+            mesos_port: self.mesos_port.unwrap_or(61053),
+            upstream_timeout,
+            query_deadline,
+            max_in_flight,
+            max_tcp_connections,
+            tcp_idle_timeout,
+            masters,
+            xdp,
+        })
+    }
+}
+
+/// `nameserver` lines of a resolv.conf.
+pub fn resolv_conf_nameservers(text: &str) -> Vec<SocketAddr> {
+    text.lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next() == Some("nameserver")).then(|| words.next()).flatten()
+        })
+        .filter_map(|w| w.parse::<IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(text: &str) -> Result<Config, ConfigError> {
+        FileConfig::parse(Path::new("t.toml"), text)?.resolve("")
+    }
+
+    fn err_text(text: &str) -> String {
+        resolve(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = FileConfig::default()
+            .resolve("nameserver 198.51.100.1\nnameserver 192.0.2.53\n")
+            .unwrap();
+        assert_eq!(c.listen_addresses, DEFAULT_LISTEN.to_vec());
+        assert_eq!(c.dns_port, 53);
+        // Our own address in resolv.conf is skipped.
+        assert_eq!(c.upstream_resolvers, vec!["192.0.2.53:53".parse().unwrap()]);
+        assert_eq!(c.mesos_port, 61053);
+        assert_eq!(c.upstream_timeout, Duration::from_secs(2));
+        assert_eq!(c.query_deadline, Duration::from_secs(5));
+        assert_eq!(c.max_in_flight, 1024);
+        assert_eq!(c.tcp_idle_timeout, Duration::from_secs(10));
+        assert!(c.xdp.enabled);
+    }
+
+    #[test]
+    fn servers_parse_with_and_without_port() {
+        let c = resolve("upstream_resolvers = [\"192.0.2.1\", \"192.0.2.2:5353\"]").unwrap();
+        assert_eq!(
+            c.upstream_resolvers,
+            vec!["192.0.2.1:53".parse().unwrap(), "192.0.2.2:5353".parse().unwrap()]
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert!(err_text("upstream_resolvers = [\"198.51.100.2\"]").contains("`upstream_resolvers`"));
+        assert!(err_text("upstream_resolvers = [\"198.51.100.2\"]").contains("own listen"));
+        assert!(err_text("upstream_resolvers = [\"nope\"]").contains("`upstream_resolvers`"));
+        assert!(err_text("listen_addresses = [\"1.2.3\"]").contains("`listen_addresses`"));
+        assert!(err_text("bogus_key = 1").contains("bogus_key"));
+        assert!(err_text("[forward_zones]\n\"corp.example\" = []").contains("forward_zones.corp.example"));
+        assert!(err_text("upstream_timeout_ms = 0").contains("upstream_timeout_ms"));
+        assert!(err_text("[masters]\nstatic = [\"x\"]").contains("masters.static"));
+    }
+}

@@ -1,0 +1,95 @@
+//! Responses built by Spartan itself: local zone answers and errors.
+
+use hickory_proto::{
+    op::{Edns, Message, MessageType, OpCode, ResponseCode},
+    rr::Record,
+};
+use spartan_common::EDNS_UDP_SIZE;
+
+use crate::zone::LocalAnswer;
+
+/// Largest UDP reply a client without EDNS accepts.
+const CLASSIC_UDP_SIZE: usize = 512;
+
+/// A response skeleton for `query`: same ID, opcode, RD and question; RA set.
+pub fn response_to(query: &Message, rcode: ResponseCode) -> Message {
+    let mut m = Message::new();
+    m.set_id(query.id())
+        .set_message_type(MessageType::Response)
+        .set_op_code(query.op_code())
+        .set_recursion_desired(query.recursion_desired())
+        .set_recursion_available(true)
+        .set_checking_disabled(query.checking_disabled())
+        .set_response_code(rcode);
+    m.add_queries(query.queries().iter().cloned());
+    if let Some(edns) = query.extensions() {
+        m.set_edns(our_edns(edns.flags().dnssec_ok));
+    }
+    m
+}
+
+fn our_edns(dnssec_ok: bool) -> Edns {
+    let mut edns = Edns::new();
+    edns.set_max_payload(EDNS_UDP_SIZE)
+        .set_version(0)
+        .set_dnssec_ok(dnssec_ok);
+    edns
+}
+
+/// The reply to a query whose EDNS version we do not speak.
+pub fn badvers(query: &Message) -> Message {
+    let mut m = response_to(query, ResponseCode::BADVERS);
+    m.set_edns(our_edns(false));
+    m
+}
+
+/// An error reply made from the 12-byte header alone (the rest of the
+/// query did not parse). `None` when there is not even a header.
+pub fn error_from_header(wire: &[u8], rcode: ResponseCode) -> Option<Vec<u8>> {
+    if wire.len() < 12 || wire[2] & 0x80 != 0 {
+        return None;
+    }
+    let mut m = Message::new();
+    m.set_id(u16::from_be_bytes([wire[0], wire[1]]))
+        .set_message_type(MessageType::Response)
+        .set_op_code(OpCode::from_u8((wire[2] >> 3) & 0x0f))
+        .set_recursion_desired(wire[2] & 0x01 != 0)
+        .set_recursion_available(true)
+        .set_response_code(rcode);
+    m.to_vec().ok()
+}
+
+/// An authoritative answer from the local zones.
+pub fn local_answer(query: &Message, answer: LocalAnswer) -> Message {
+    let (rcode, answers, authority): (ResponseCode, Vec<Record>, Vec<Record>) = match answer {
+        LocalAnswer::Records(r) => (ResponseCode::NoError, r, Vec::new()),
+        LocalAnswer::NoData(soa) => (ResponseCode::NoError, Vec::new(), vec![soa]),
+        LocalAnswer::NxDomain(soa) => (ResponseCode::NXDomain, Vec::new(), vec![soa]),
+    };
+    let mut m = response_to(query, rcode);
+    m.set_authoritative(true);
+    m.add_answers(answers);
+    m.add_name_servers(authority);
+    m
+}
+
+/// Encodes `m` for the client; over UDP a reply larger than the client
+/// accepts is cut to its header and question with TC set.
+pub fn encode(query: &Message, mut m: Message, udp: bool) -> Option<Vec<u8>> {
+    let wire = m.to_vec().ok()?;
+    if !udp {
+        return Some(wire);
+    }
+    let limit = query
+        .extensions()
+        .as_ref()
+        .map_or(CLASSIC_UDP_SIZE, |e| (e.max_payload() as usize).max(CLASSIC_UDP_SIZE));
+    if wire.len() <= limit {
+        return Some(wire);
+    }
+    m.take_answers();
+    m.take_name_servers();
+    m.take_additionals();
+    m.set_truncated(true);
+    m.to_vec().ok()
+}
