@@ -14,3 +14,7 @@ pub fn require_root() {
         panic!("this test needs root (BPF and network namespaces); run it as root or via `cargo xtask test`");
     }
 }
+pub mod client;
+pub mod daemon;
+pub mod netns;
+pub mod nsd;

@@ -1,0 +1,118 @@
+//! The real `spartan` binary, started by a test and always stopped.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::{client, netns::Netns};
+
+/// The binary under test: `SPARTAN_BIN` (set by `cargo xtask test`), or the
+/// workspace's release or debug build.
+pub fn spartan_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("SPARTAN_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target");
+    for profile in ["release", "debug"] {
+        let p = root.join(profile).join("spartan");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("no spartan binary: run `cargo xtask test` or build it first");
+}
+
+/// A running daemon; SIGTERM then SIGKILL on drop.
+pub struct Spartan {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Spartan {
+    /// Starts `spartan run ARGS` inside `ns` (or on the host) and waits until
+    /// `probe` answers `ready.spartan`.
+    pub fn start(ns: Option<&Netns>, args: &[String], probe: SocketAddr) -> Self {
+        let mut s = Self::spawn(ns, args);
+        s.wait_ready(ns, probe);
+        s
+    }
+
+    /// Starts without waiting.
+    pub fn spawn(ns: Option<&Netns>, args: &[String]) -> Self {
+        let bin = spartan_bin();
+        let mut cmd = match ns {
+            Some(ns) => ns.command(bin.to_str().unwrap()),
+            None => Command::new(&bin),
+        };
+        let log = std::env::temp_dir().join(format!(
+            "spartan-test-{}-{}.log",
+            std::process::id(),
+            crate::netns::unique("d")
+        ));
+        let file = std::fs::File::create(&log).unwrap();
+        cmd.arg("run")
+            .args(args)
+            .env("SPARTAN_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file);
+        let child = cmd.spawn().expect("start spartan");
+        Self {
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn wait_ready(&mut self, ns: Option<&Netns>, probe: SocketAddr) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("spartan exited early ({status}):\n{}", self.log_text());
+            }
+            let answered = client::query_in(ns, probe, "ready.spartan.", hickory_proto::rr::RecordType::A, Duration::from_millis(300)).is_ok();
+            if answered {
+                return;
+            }
+            assert!(Instant::now() < deadline, "spartan not ready within 20 s:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, and waits (bounded) for the exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+}
+
+impl Drop for Spartan {
+    fn drop(&mut self) {
+        self.stop();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
+        } else {
+            eprintln!("spartan log kept at {}", self.log.display());
+        }
+    }
+}
