@@ -45,12 +45,26 @@ pub fn query_message(id: u16, name: &str, rtype: RecordType) -> Message {
 
 /// Sends raw bytes over UDP and waits for one reply.
 pub fn exchange_udp(socket: &UdpSocket, server: SocketAddr, wire: &[u8], timeout: Duration) -> std::io::Result<Vec<u8>> {
-    socket.set_read_timeout(Some(timeout))?;
     socket.send_to(wire, server)?;
+    let deadline = std::time::Instant::now() + timeout;
     let mut buf = vec![0u8; 65_535];
-    let (len, _) = socket.recv_from(&mut buf)?;
-    buf.truncate(len);
-    Ok(buf)
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        socket.set_read_timeout(Some(left))?;
+        match socket.recv_from(&mut buf) {
+            // A reply to an earlier query on this socket: not ours.
+            Ok((len, _)) if len >= 2 && wire.len() >= 2 && buf[..2] != wire[..2] => continue,
+            Ok((len, _)) => {
+                buf.truncate(len);
+                return Ok(buf);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// One query over UDP from inside `ns`; the parsed reply.

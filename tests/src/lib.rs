@@ -18,3 +18,4 @@ pub mod client;
 pub mod daemon;
 pub mod netns;
 pub mod nsd;
+pub mod fault;

@@ -115,6 +115,16 @@ zone:\n  name: example.net\n  zonefile: example.net.zone\n",
 impl Drop for Nsd {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // SIGTERM lets nsd stop its server processes too.
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = child.kill();
             let _ = child.wait();
         }

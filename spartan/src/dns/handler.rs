@@ -17,6 +17,22 @@ pub enum Transport {
     Tcp,
 }
 
+/// What to do with one query.
+pub enum Decision {
+    /// Send this reply now.
+    Reply(Vec<u8>),
+    /// Stay silent.
+    Drop,
+    /// Forward the (parsed) query upstream.
+    Forward(Box<Message>),
+}
+
+impl From<Option<Vec<u8>>> for Decision {
+    fn from(reply: Option<Vec<u8>>) -> Self {
+        reply.map_or(Decision::Drop, Decision::Reply)
+    }
+}
+
 /// Answers one query: from the local zones, or through the forwarder.
 pub struct Handler {
     local: Arc<LocalData>,
@@ -39,6 +55,22 @@ impl Handler {
 
     /// The reply to `wire`, or `None` to stay silent (garbage, a response).
     pub async fn handle(&self, wire: &[u8], transport: Transport) -> Option<Vec<u8>> {
+        match self.decide(wire, transport) {
+            Decision::Reply(reply) => Some(reply),
+            Decision::Drop => None,
+            Decision::Forward(query) => Some(self.forward(&query, wire, transport).await),
+        }
+    }
+
+    /// Forwards a query that [`Self::decide`] handed on.
+    pub async fn forward(&self, query: &Message, wire: &[u8], transport: Transport) -> Vec<u8> {
+        self.forwarder.forward(query, wire, transport).await
+    }
+
+    /// Everything that can be answered at once (local zones, errors) is
+    /// answered here, without waiting; the rest is to be forwarded.
+    pub fn decide(&self, wire: &[u8], transport: Transport) -> Decision {
+        let reply = Decision::from;
         let udp = transport == Transport::Udp;
         Stats::inc(if udp {
             &self.stats.queries_udp
@@ -54,25 +86,25 @@ impl Handler {
                 } else {
                     &self.stats.dropped_garbage
                 });
-                return reply;
+                return Decision::from(reply);
             }
         };
         if query.message_type() != MessageType::Query {
             Stats::inc(&self.stats.dropped_garbage);
-            return None;
+            return Decision::Drop;
         }
         if query.op_code() != OpCode::Query {
             Stats::inc(&self.stats.notimp);
-            return local::encode(&query, local::response_to(&query, ResponseCode::NotImp), udp);
+            return reply(local::encode(&query, local::response_to(&query, ResponseCode::NotImp), udp));
         }
         // RFC 9619: exactly one question.
         if query.queries().len() != 1 {
             Stats::inc(&self.stats.formerr);
-            return local::encode(&query, local::response_to(&query, ResponseCode::FormErr), udp);
+            return reply(local::encode(&query, local::response_to(&query, ResponseCode::FormErr), udp));
         }
         if query.extensions().as_ref().is_some_and(|e| e.version() > 0) {
             Stats::inc(&self.stats.badvers);
-            return local::encode(&query, local::badvers(&query), udp);
+            return reply(local::encode(&query, local::badvers(&query), udp));
         }
         let question = &query.queries()[0];
         let name = LowerName::new(question.name());
@@ -87,9 +119,8 @@ impl Handler {
                     .expect("zone_for matched");
                 local::local_answer(&query, answer)
             };
-            return local::encode(&query, reply, udp);
+            return Decision::from(local::encode(&query, reply, udp));
         }
-        let reply = self.forwarder.forward(&query, wire, transport).await;
-        Some(reply)
+        Decision::Forward(Box::new(query))
     }
 }

@@ -4,7 +4,7 @@ mod handler;
 mod local;
 pub mod server;
 
-pub use handler::{Handler, Transport};
+pub use handler::{Decision, Handler, Transport};
 
 /// A real SERVFAIL for `query`: QR set, its ID and question, RA set.
 pub fn servfail(query: &hickory_proto::op::Message) -> Vec<u8> {

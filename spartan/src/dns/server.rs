@@ -22,7 +22,7 @@ use tokio::{
     task::JoinSet,
 };
 
-use super::{Handler, Transport};
+use super::{Decision, Handler, Transport};
 use crate::stats::Stats;
 
 /// Limits of the front end.
@@ -99,17 +99,27 @@ async fn serve_udp(socket: Arc<UdpSocket>, handler: Arc<Handler>, in_flight: Arc
                 continue;
             }
         };
+        // Local answers and errors go out at once and hold nothing: they
+        // are never dropped for overload, so `ready.spartan` keeps working
+        // under a flood of forwarded names.
+        let query = match handler.decide(&buf[..len], Transport::Udp) {
+            Decision::Reply(reply) => {
+                let _ = socket.try_send_to(&reply, peer);
+                continue;
+            }
+            Decision::Drop => continue,
+            Decision::Forward(query) => query,
+        };
         let Ok(permit) = in_flight.clone().try_acquire_owned() else {
             Stats::inc(&handler.stats().dropped_overload);
             continue;
         };
-        let query = buf[..len].to_vec();
+        let wire = buf[..len].to_vec();
         let socket = socket.clone();
         let handler = handler.clone();
         tokio::spawn(async move {
-            if let Some(reply) = handler.handle(&query, Transport::Udp).await {
-                let _ = socket.send_to(&reply, peer).await;
-            }
+            let reply = handler.forward(&query, &wire, Transport::Udp).await;
+            let _ = socket.send_to(&reply, peer).await;
             drop(permit);
         });
     }

@@ -56,12 +56,22 @@ fn matches(reply: &[u8], id: u16, question: &Query) -> bool {
     }
 }
 
+/// The largest UDP reply a query allows: its EDNS UDP size, at least 512.
+pub fn max_udp_reply(query: &Message) -> usize {
+    query
+        .extensions()
+        .as_ref()
+        .map_or(512, |e| e.max_payload() as usize)
+        .clamp(512, 65_535)
+}
+
 /// Sends `wire` (the client's query) with a fresh ID to `upstream` over UDP
 /// and waits until `deadline` for a matching reply.
 pub async fn udp(
     upstream: SocketAddr,
     wire: &[u8],
     question: &Query,
+    max_reply: usize,
     deadline: Instant,
     stats: &Stats,
 ) -> Result<Vec<u8>, ExchangeError> {
@@ -69,7 +79,9 @@ pub async fn udp(
     // Port 0: the kernel picks a random ephemeral port for every socket.
     let socket = UdpSocket::bind(unspecified_for(&upstream)).await?;
     socket.send_to(&with_id(wire, id), upstream).await?;
-    let mut buf = vec![0u8; 65_535];
+    // Room for the largest reply the client said it accepts (the upstream
+    // sizes its reply by the same EDNS field, which passes through).
+    let mut buf = vec![0u8; max_reply];
     loop {
         let (len, from) = match timeout_at(deadline, socket.recv_from(&mut buf)).await {
             Err(_) => return Err(ExchangeError::Timeout),

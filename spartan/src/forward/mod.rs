@@ -121,6 +121,7 @@ impl Forwarder {
     /// every upstream failed, one of their replies or a SERVFAIL we make.
     pub async fn forward(&self, query: &Message, wire: &[u8], transport: Transport) -> Vec<u8> {
         let question = query.queries()[0].clone();
+        let max_reply = exchange::max_udp_reply(query);
         let set = self.route(&LowerName::new(question.name()));
         let chosen = set.pick();
         let overall = Instant::now() + self.deadline;
@@ -137,7 +138,8 @@ impl Forwarder {
                 let started = Instant::now();
                 let result = match transport {
                     Transport::Udp => {
-                        exchange::udp(upstream.addr, &wire, &question, per_upstream, &stats).await
+                        exchange::udp(upstream.addr, &wire, &question, max_reply, per_upstream, &stats)
+                            .await
                     }
                     Transport::Tcp => {
                         exchange::tcp(upstream.addr, &wire, &question, per_upstream, &stats).await
