@@ -37,7 +37,10 @@ fn main() {
     // An operator may hand in a prebuilt object instead of building one.
     if let Some(prebuilt) = env::var_os("SPARTAN_BPF_OBJECT") {
         std::fs::copy(&prebuilt, &embedded).unwrap_or_else(|e| {
-            fail(&format!("SPARTAN_BPF_OBJECT={}: {e}", Path::new(&prebuilt).display()))
+            fail(&format!(
+                "SPARTAN_BPF_OBJECT={}: {e}",
+                Path::new(&prebuilt).display()
+            ))
         });
         println!("cargo::rustc-env=SPARTAN_BPF_OBJ={}", embedded.display());
         return;
@@ -53,7 +56,14 @@ fn main() {
     let target_dir = workspace.join("target").join("ebpf");
     let mut cmd = Command::new(DEBIAN_CARGO);
     cmd.current_dir(&workspace)
-        .args(["build", "--release", "--package", "spartan-ebpf", "--bin", "spartan-xdp"])
+        .args([
+            "build",
+            "--release",
+            "--package",
+            "spartan-ebpf",
+            "--bin",
+            "spartan-xdp",
+        ])
         .args(["--target", TARGET])
         .arg("--target-dir")
         .arg(&target_dir)
@@ -65,7 +75,13 @@ fn main() {
         // which lets bpftool print keys and values readably.
         .env(
             "CARGO_ENCODED_RUSTFLAGS",
-            ["-Cdebuginfo=2", "-Clink-arg=--btf", "-Cno-vectorize-loops", "-Cno-vectorize-slp"].join("\u{1f}"),
+            [
+                "-Cdebuginfo=2",
+                "-Clink-arg=--btf",
+                "-Cno-vectorize-loops",
+                "-Cno-vectorize-slp",
+            ]
+            .join("\u{1f}"),
         );
     // Nothing of the outer (host, possibly clippy) build may leak in.
     for var in [

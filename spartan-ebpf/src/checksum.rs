@@ -21,7 +21,11 @@ pub fn block<const N: usize>(buf: &[u8; N]) -> u16 {
         )
     };
     let native = fold(sum as u32);
-    if cfg!(target_endian = "little") { native.swap_bytes() } else { native }
+    if cfg!(target_endian = "little") {
+        native.swap_bytes()
+    } else {
+        native
+    }
 }
 
 /// Adds the big-endian 16-bit words of `buf[start..start + len]` (`len`

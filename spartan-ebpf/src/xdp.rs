@@ -18,8 +18,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use spartan_common::{
-    ANSWER_NEEDS_HEARTBEAT, AnswerKey, AnswerValue, Counter, EDNS_UDP_SIZE,
-    HEARTBEAT_MAX_AGE_NS, MAX_ADDRS, MAX_NAME_LEN, QTYPE_A,
+    ANSWER_NEEDS_HEARTBEAT, AnswerKey, AnswerValue, Counter, EDNS_UDP_SIZE, HEARTBEAT_MAX_AGE_NS,
+    MAX_ADDRS, MAX_NAME_LEN, QTYPE_A,
 };
 
 use crate::checksum;
@@ -126,8 +126,13 @@ fn count(counter: Counter) {
 #[inline(always)]
 fn load<const N: usize>(ctx: &XdpContext, offset: usize, buf: &mut [u8; N]) -> Result<(), Counter> {
     // The helper checks the bounds against the frame itself.
-    let ret = unsafe { bpf_xdp_load_bytes(ctx.ctx, offset as u32, buf.as_mut_ptr().cast(), N as u32) };
-    if ret == 0 { Ok(()) } else { Err(Counter::PassMalformed) }
+    let ret =
+        unsafe { bpf_xdp_load_bytes(ctx.ctx, offset as u32, buf.as_mut_ptr().cast(), N as u32) };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(Counter::PassMalformed)
+    }
 }
 
 #[inline(always)]
@@ -386,9 +391,8 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Counter> {
     hdr[udp + 6] = (udp_sum >> 8) as u8;
     hdr[udp + 7] = udp_sum as u8;
 
-    let stored_hdr = unsafe {
-        bpf_xdp_store_bytes(ctx.ctx, 0, hdr.as_mut_ptr().cast(), HEADERS_LEN as u32)
-    };
+    let stored_hdr =
+        unsafe { bpf_xdp_store_bytes(ctx.ctx, 0, hdr.as_mut_ptr().cast(), HEADERS_LEN as u32) };
     let stored_tail = unsafe {
         bpf_xdp_store_bytes(
             ctx.ctx,
@@ -448,7 +452,12 @@ fn load_name(ctx: &XdpContext, want: usize, raw: &mut [u8; MAX_NAME_LEN]) -> boo
         return false;
     }
     let ret = unsafe {
-        bpf_xdp_load_bytes(ctx.ctx, QNAME_OFF as u32, raw.as_mut_ptr().cast(), want as u32)
+        bpf_xdp_load_bytes(
+            ctx.ctx,
+            QNAME_OFF as u32,
+            raw.as_mut_ptr().cast(),
+            want as u32,
+        )
     };
     ret == 0
 }

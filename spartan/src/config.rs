@@ -127,7 +127,12 @@ pub fn parse_server(key: &str, s: &str, default_port: u16) -> Result<SocketAddr,
     }
     s.parse::<IpAddr>()
         .map(|ip| SocketAddr::new(ip, default_port))
-        .map_err(|_| invalid(key, format!("{s:?} is not an address (\"ip\" or \"ip:port\")")))
+        .map_err(|_| {
+            invalid(
+                key,
+                format!("{s:?} is not an address (\"ip\" or \"ip:port\")"),
+            )
+        })
 }
 
 impl FileConfig {
@@ -183,7 +188,9 @@ impl FileConfig {
             if ours(sa) {
                 return Err(invalid(
                     "upstream_resolvers",
-                    format!("{sa} is one of Spartan's own listen addresses: Spartan would query itself in a loop"),
+                    format!(
+                        "{sa} is one of Spartan's own listen addresses: Spartan would query itself in a loop"
+                    ),
                 ));
             }
         }
@@ -198,7 +205,10 @@ impl FileConfig {
                 .map(|s| parse_server(&key, s, 53))
                 .collect::<Result<_, _>>()?;
             if let Some(sa) = parsed.iter().find(|sa| ours(sa)) {
-                return Err(invalid(key, format!("{sa} is one of Spartan's own listen addresses")));
+                return Err(invalid(
+                    key,
+                    format!("{sa} is one of Spartan's own listen addresses"),
+                ));
             }
             let name = zone.trim_end_matches('.').to_ascii_lowercase();
             if name.is_empty() || hickory_proto::rr::Name::from_ascii(&name).is_err() {
@@ -216,7 +226,10 @@ impl FileConfig {
         let upstream_timeout = ms("upstream_timeout_ms", self.upstream_timeout_ms, 2000)?;
         let query_deadline = ms("query_deadline_ms", self.query_deadline_ms, 5000)?;
         if query_deadline < upstream_timeout {
-            return Err(invalid("query_deadline_ms", "must not be less than upstream_timeout_ms"));
+            return Err(invalid(
+                "query_deadline_ms",
+                "must not be less than upstream_timeout_ms",
+            ));
         }
         let tcp_idle_timeout = ms("tcp_idle_timeout_ms", self.tcp_idle_timeout_ms, 10_000)?;
         let max_in_flight = self.max_in_flight.unwrap_or(1024);
@@ -284,7 +297,9 @@ pub fn resolv_conf_nameservers(text: &str) -> Vec<SocketAddr> {
     text.lines()
         .filter_map(|l| {
             let mut words = l.split_whitespace();
-            (words.next() == Some("nameserver")).then(|| words.next()).flatten()
+            (words.next() == Some("nameserver"))
+                .then(|| words.next())
+                .flatten()
         })
         .filter_map(|w| w.parse::<IpAddr>().ok())
         .map(|ip| SocketAddr::new(ip, 53))
@@ -325,18 +340,26 @@ mod tests {
         let c = resolve("upstream_resolvers = [\"192.0.2.1\", \"192.0.2.2:5353\"]").unwrap();
         assert_eq!(
             c.upstream_resolvers,
-            vec!["192.0.2.1:53".parse().unwrap(), "192.0.2.2:5353".parse().unwrap()]
+            vec![
+                "192.0.2.1:53".parse().unwrap(),
+                "192.0.2.2:5353".parse().unwrap()
+            ]
         );
     }
 
     #[test]
     fn errors_name_the_key() {
-        assert!(err_text("upstream_resolvers = [\"198.51.100.2\"]").contains("`upstream_resolvers`"));
+        assert!(
+            err_text("upstream_resolvers = [\"198.51.100.2\"]").contains("`upstream_resolvers`")
+        );
         assert!(err_text("upstream_resolvers = [\"198.51.100.2\"]").contains("own listen"));
         assert!(err_text("upstream_resolvers = [\"nope\"]").contains("`upstream_resolvers`"));
         assert!(err_text("listen_addresses = [\"1.2.3\"]").contains("`listen_addresses`"));
         assert!(err_text("bogus_key = 1").contains("bogus_key"));
-        assert!(err_text("[forward_zones]\n\"corp.example\" = []").contains("forward_zones.corp.example"));
+        assert!(
+            err_text("[forward_zones]\n\"corp.example\" = []")
+                .contains("forward_zones.corp.example")
+        );
         assert!(err_text("upstream_timeout_ms = 0").contains("upstream_timeout_ms"));
         assert!(err_text("[masters]\nstatic = [\"x\"]").contains("masters.static"));
     }

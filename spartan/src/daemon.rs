@@ -8,7 +8,10 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     config::Config,
-    dns::{Handler, server::{Limits, Server}},
+    dns::{
+        Handler,
+        server::{Limits, Server},
+    },
     fastpath::FastPath,
     forward::Forwarder,
     local_data::LocalData,
@@ -45,7 +48,10 @@ pub async fn run(config: Config) -> Result<()> {
             Ok(fp) => Some(fp),
             Err(e) => {
                 // Userspace still answers everything; the node keeps its DNS.
-                tracing::error!(error = format!("{e:#}"), "XDP fast path unavailable, answering from userspace only");
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "XDP fast path unavailable, answering from userspace only"
+                );
                 None
             }
         }
@@ -53,7 +59,11 @@ pub async fn run(config: Config) -> Result<()> {
         None
     };
     let forwarder = Arc::new(Forwarder::new(&config, stats.clone()));
-    let handler = Arc::new(Handler::new(local.clone(), forwarder.clone(), stats.clone()));
+    let handler = Arc::new(Handler::new(
+        local.clone(),
+        forwarder.clone(),
+        stats.clone(),
+    ));
     let addrs: Vec<SocketAddr> = config
         .listen_addresses
         .iter()

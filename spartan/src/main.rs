@@ -111,7 +111,12 @@ impl ConfigArgs {
         if self.port.is_some() {
             file.dns_port = self.port;
         }
-        let upstream: Vec<String> = self.upstream.iter().filter(|s| !s.trim().is_empty()).cloned().collect();
+        let upstream: Vec<String> = self
+            .upstream
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .cloned()
+            .collect();
         if !upstream.is_empty() {
             file.upstream_resolvers = Some(upstream);
         }
@@ -150,8 +155,18 @@ impl ConfigArgs {
     }
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One readable chain of causes; no backtrace for a config error.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SPARTAN_LOG")
@@ -184,8 +199,12 @@ fn main() -> Result<()> {
 }
 
 fn stats(pin_dir: &Path) -> Result<()> {
-    let maps = KernelMaps::open_pinned(pin_dir)
-        .with_context(|| format!("no Spartan maps pinned under {} (never started?)", pin_dir.display()))?;
+    let maps = KernelMaps::open_pinned(pin_dir).with_context(|| {
+        format!(
+            "no Spartan maps pinned under {} (never started?)",
+            pin_dir.display()
+        )
+    })?;
     println!("kernel counters (all CPUs):");
     let counters = maps.counters()?;
     for (counter, value) in &counters.0 {
@@ -199,8 +218,17 @@ fn stats(pin_dir: &Path) -> Result<()> {
             .iter()
             .map(|a| Ipv4Addr::from(*a).to_string())
             .collect();
-        let live = if value.flags & ANSWER_NEEDS_HEARTBEAT != 0 { " (needs heartbeat)" } else { "" };
-        println!("  {:<30} ttl {:<5} {}{live}", zone::key_name(&key), value.ttl, addrs.join(" "));
+        let live = if value.flags & ANSWER_NEEDS_HEARTBEAT != 0 {
+            " (needs heartbeat)"
+        } else {
+            ""
+        };
+        println!(
+            "  {:<30} ttl {:<5} {}{live}",
+            zone::key_name(&key),
+            value.ttl,
+            addrs.join(" ")
+        );
     }
     match maps.heartbeat()? {
         0 => println!("heartbeat: never"),
@@ -221,14 +249,24 @@ fn bench_xdp(repeat: u32) -> Result<()> {
         let mut maps = fast_path.maps()?;
         let addr = Ipv4Addr::new(198, 51, 100, 1);
         maps.write_listen_addrs(&[addr])?;
-        maps.write_answers(&zone::LocalZones::new(addr, &[Ipv4Addr::new(10, 0, 0, 1)]).kernel_answers())?;
+        maps.write_answers(
+            &zone::LocalZones::new(addr, &[Ipv4Addr::new(10, 0, 0, 1)]).kernel_answers(),
+        )?;
         maps.beat()?;
         let frames = bench_frames::all();
         let fd = fast_path.program_fd()?;
         println!("{:<24} {:>10} {:>8}", "frame", "ns/packet", "action");
         for (label, frame) in frames {
             let out = test_run::run(fd, &frame, repeat)?;
-            println!("{label:<24} {:>10} {:>8}", out.duration_ns, match out.action { 2 => "PASS", 3 => "TX", _ => "?" });
+            println!(
+                "{label:<24} {:>10} {:>8}",
+                out.duration_ns,
+                match out.action {
+                    2 => "PASS",
+                    3 => "TX",
+                    _ => "?",
+                }
+            );
         }
         Ok(())
     })();

@@ -1,10 +1,7 @@
 //! The local zones `spartan` and `zk`: the one model that both the daemon's
 //! answers and the kernel's answers map are derived from.
 
-use std::{
-    collections::BTreeMap,
-    net::Ipv4Addr,
-};
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use hickory_proto::{
     rr::{
@@ -108,9 +105,17 @@ impl LocalZones {
             NS_TTL,
             RData::NS(NS(name("ns.spartan."))),
         ));
-        spartan.add(Record::from_rdata(name("ns.spartan."), A_TTL, RData::A(A(ns_addr))));
+        spartan.add(Record::from_rdata(
+            name("ns.spartan."),
+            A_TTL,
+            RData::A(A(ns_addr)),
+        ));
         let ready = name("ready.spartan.");
-        spartan.add(Record::from_rdata(ready.clone(), A_TTL, RData::A(A(READY_ADDR))));
+        spartan.add(Record::from_rdata(
+            ready.clone(),
+            A_TTL,
+            RData::A(A(READY_ADDR)),
+        ));
 
         let zk_origin = name("zk.");
         let mut zk = Zone::new(
@@ -126,7 +131,11 @@ impl LocalZones {
             ),
             NS_TTL,
         );
-        zk.add(Record::from_rdata(zk_origin, NS_TTL, RData::NS(NS(name("ns.zk.")))));
+        zk.add(Record::from_rdata(
+            zk_origin,
+            NS_TTL,
+            RData::NS(NS(name("ns.zk."))),
+        ));
         for (i, addr) in zk_addresses(masters).into_iter().enumerate() {
             zk.add(Record::from_rdata(
                 name(&format!("zk-{}.zk.", i + 1)),
@@ -192,15 +201,13 @@ impl LocalZones {
                         _ => None,
                     })
                     .collect();
-                if let Some(first) = records.first() {
-                    if !addrs.is_empty() {
-                        let ttl = addrs.iter().map(|(t, _)| *t).min().unwrap_or(A_TTL);
-                        out.push((
-                            first.name().clone(),
-                            ttl,
-                            addrs.into_iter().map(|(_, a)| a).collect(),
-                        ));
-                    }
+                if let (Some(first), false) = (records.first(), addrs.is_empty()) {
+                    let ttl = addrs.iter().map(|(t, _)| *t).min().unwrap_or(A_TTL);
+                    out.push((
+                        first.name().clone(),
+                        ttl,
+                        addrs.into_iter().map(|(_, a)| a).collect(),
+                    ));
                 }
             }
         }
@@ -313,7 +320,11 @@ mod tests {
             zones.lookup(&lower("nope.spartan."), RecordType::A),
             Some(LocalAnswer::NxDomain(_))
         ));
-        assert!(zones.lookup(&lower("example.com."), RecordType::A).is_none());
+        assert!(
+            zones
+                .lookup(&lower("example.com."), RecordType::A)
+                .is_none()
+        );
         assert!(zones.lookup(&lower("notspartan."), RecordType::A).is_none());
     }
 
@@ -359,7 +370,10 @@ mod tests {
         assert_eq!(v.count, 1);
         let zk3 = answer_key(&name("ZK-3.zk"), QTYPE_A).unwrap();
         let (_, v) = answers.iter().find(|(k, _)| *k == zk3).unwrap();
-        assert_eq!((v.flags, v.count, v.ttl, v.addrs[0]), (0, 1, 5, [10, 0, 0, 1]));
+        assert_eq!(
+            (v.flags, v.count, v.ttl, v.addrs[0]),
+            (0, 1, 5, [10, 0, 0, 1])
+        );
         assert_eq!(key_name(&zk3), "zk-3.zk.");
     }
 

@@ -44,7 +44,12 @@ pub fn query_message(id: u16, name: &str, rtype: RecordType) -> Message {
 }
 
 /// Sends raw bytes over UDP and waits for one reply.
-pub fn exchange_udp(socket: &UdpSocket, server: SocketAddr, wire: &[u8], timeout: Duration) -> std::io::Result<Vec<u8>> {
+pub fn exchange_udp(
+    socket: &UdpSocket,
+    server: SocketAddr,
+    wire: &[u8],
+    timeout: Duration,
+) -> std::io::Result<Vec<u8>> {
     socket.send_to(wire, server)?;
     let deadline = std::time::Instant::now() + timeout;
     let mut buf = vec![0u8; 65_535];
@@ -117,7 +122,9 @@ pub fn dig(tool: &str, ns: Option<&Netns>, server: SocketAddr, args: &[&str]) ->
             ["+time=2", "+tries=1"]
         })
         .args(args);
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {tool}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {tool}: {e}"));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

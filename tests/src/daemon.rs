@@ -15,7 +15,9 @@ pub fn spartan_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("SPARTAN_BIN") {
         return PathBuf::from(p);
     }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("target");
     for profile in ["release", "debug"] {
         let p = root.join(profile).join("spartan");
         if p.exists() {
@@ -72,11 +74,22 @@ impl Spartan {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("spartan exited early ({status}):\n{}", self.log_text());
             }
-            let answered = client::query_in(ns, probe, "ready.spartan.", hickory_proto::rr::RecordType::A, Duration::from_millis(300)).is_ok();
+            let answered = client::query_in(
+                ns,
+                probe,
+                "ready.spartan.",
+                hickory_proto::rr::RecordType::A,
+                Duration::from_millis(300),
+            )
+            .is_ok();
             if answered {
                 return;
             }
-            assert!(Instant::now() < deadline, "spartan not ready within 20 s:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "spartan not ready within 20 s:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }

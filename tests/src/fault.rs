@@ -47,7 +47,11 @@ fn reply_to(query: &Message, rcode: ResponseCode, addr: Option<[u8; 4]>) -> Vec<
     m.add_queries(query.queries().iter().cloned());
     if let Some(a) = addr {
         let name = query.queries()[0].name().clone();
-        m.add_answer(Record::from_rdata(name, 60, RData::A(A(std::net::Ipv4Addr::from(a)))));
+        m.add_answer(Record::from_rdata(
+            name,
+            60,
+            RData::A(A(std::net::Ipv4Addr::from(a))),
+        ));
     }
     m.to_vec().unwrap()
 }
@@ -60,7 +64,9 @@ impl FaultServer {
                 UdpSocket::bind(SocketAddr::new(addr.ip(), 0)).expect("bind spoof socket"),
             )
         });
-        socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let queries = Arc::new(AtomicU64::new(0));
         let (stop2, queries2) = (stop.clone(), queries.clone());
@@ -76,7 +82,8 @@ impl FaultServer {
                 queries2.fetch_add(1, Ordering::Relaxed);
                 match fault {
                     Fault::ServFail => {
-                        let _ = socket.send_to(&reply_to(&query, ResponseCode::ServFail, None), peer);
+                        let _ =
+                            socket.send_to(&reply_to(&query, ResponseCode::ServFail, None), peer);
                     }
                     Fault::Spoof => {
                         let forged = reply_to(&query, ResponseCode::NoError, Some([6, 6, 6, 6]));

@@ -5,8 +5,8 @@ use std::net::Ipv4Addr;
 
 use hickory_proto::{
     op::{Edns, Message, MessageType, OpCode, Query},
-    rr::{Name, RecordType},
     rr::rdata::opt::{EdnsCode, EdnsOption},
+    rr::{Name, RecordType},
 };
 
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -125,7 +125,9 @@ pub fn query(id: u16, name: &str, rtype: RecordType) -> Message {
 /// Adds an EDNS OPT record (version, DO bit, optional cookie option).
 pub fn with_edns(mut m: Message, version: u8, dnssec_ok: bool, cookie: bool) -> Message {
     let mut edns = Edns::new();
-    edns.set_max_payload(4096).set_version(version).set_dnssec_ok(dnssec_ok);
+    edns.set_max_payload(4096)
+        .set_version(version)
+        .set_dnssec_ok(dnssec_ok);
     if cookie {
         edns.options_mut().insert(EdnsOption::Unknown(
             u16::from(EdnsCode::Cookie),
@@ -145,14 +147,26 @@ pub fn query_frame(m: &Message) -> Vec<u8> {
 /// addresses swapped relative to `query`, lengths consistent, IPv4 and UDP
 /// checksums valid. Returns the DNS payload bytes.
 pub fn check_answer_frame(query: &[u8], answer: &[u8]) -> Vec<u8> {
-    assert!(answer.len() >= 42, "answer frame too short: {}", answer.len());
-    assert_eq!(answer[0..6], query[6..12], "destination MAC is the client's");
+    assert!(
+        answer.len() >= 42,
+        "answer frame too short: {}",
+        answer.len()
+    );
+    assert_eq!(
+        answer[0..6],
+        query[6..12],
+        "destination MAC is the client's"
+    );
     assert_eq!(answer[6..12], query[0..6], "source MAC is ours");
     assert_eq!(answer[12..14], [0x08, 0x00]);
     let ip = &answer[14..34];
     assert_eq!(ip[0], 0x45);
     let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
-    assert_eq!(14 + total, answer.len(), "IP total length covers the frame exactly");
+    assert_eq!(
+        14 + total,
+        answer.len(),
+        "IP total length covers the frame exactly"
+    );
     assert_eq!(fold(sum_words(ip)), 0xffff, "IPv4 header checksum");
     assert_eq!(ip[12..16], query[30..34], "source address is the one asked");
     assert_eq!(ip[16..20], query[26..30], "destination is the client");

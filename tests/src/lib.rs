@@ -11,11 +11,13 @@ pub mod pins;
 pub fn require_root() {
     // SAFETY: geteuid has no failure mode.
     if unsafe { libc::geteuid() } != 0 {
-        panic!("this test needs root (BPF and network namespaces); run it as root or via `cargo xtask test`");
+        panic!(
+            "this test needs root (BPF and network namespaces); run it as root or via `cargo xtask test`"
+        );
     }
 }
 pub mod client;
 pub mod daemon;
+pub mod fault;
 pub mod netns;
 pub mod nsd;
-pub mod fault;

@@ -18,7 +18,9 @@ pub fn unique(prefix: &str) -> String {
 
 /// Runs a command, panicking with its output when it fails.
 pub fn sh(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
     if !out.status.success() {
         panic!(
             "{cmd:?} failed: {}\n{}{}",
@@ -54,7 +56,9 @@ impl Netns {
     /// /sys/fs/bpf stays the host's bpffs).
     pub fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net=/run/netns/{}", self.name)).arg("--").arg(program);
+        cmd.arg(format!("--net=/run/netns/{}", self.name))
+            .arg("--")
+            .arg(program);
         cmd
     }
 
@@ -78,7 +82,9 @@ impl Drop for Netns {
     fn drop(&mut self) {
         // Processes started in the namespace are stopped by their own guards
         // first (they are declared after the namespace, so dropped before).
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 

@@ -96,7 +96,15 @@ zone:\n  name: example.net\n  zonefile: example.net.zone\n",
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if client::query_in(Some(ns), addr, "www.example.net.", RecordType::A, Duration::from_millis(200)).is_ok() {
+            if client::query_in(
+                Some(ns),
+                addr,
+                "www.example.net.",
+                RecordType::A,
+                Duration::from_millis(200),
+            )
+            .is_ok()
+            {
                 break;
             }
             if let Some(status) = nsd.child.as_mut().unwrap().try_wait().unwrap() {

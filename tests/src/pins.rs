@@ -15,7 +15,10 @@ impl PinDir {
     pub fn new() -> Self {
         spartan::fastpath::ensure_bpffs(Path::new("/sys/fs/bpf")).expect("bpffs");
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = PathBuf::from(format!("/sys/fs/bpf/spartan-test-{}-{n}", std::process::id()));
+        let dir = PathBuf::from(format!(
+            "/sys/fs/bpf/spartan-test-{}-{n}",
+            std::process::id()
+        ));
         let _ = spartan::fastpath::FastPath::remove_pins(&dir);
         Self(dir)
     }

@@ -65,10 +65,18 @@ fn ask(node: &Netns, name: &str, rtype: RecordType) -> Message {
 /// Blackholes UDP and TCP to `ip:port` inside `node` (a silent drop).
 fn blackhole(node: &Netns, ip: &str, port: u16) {
     for proto in ["udp", "tcp"] {
-        tests::netns::sh(
-            node.command("iptables")
-                .args(["-A", "INPUT", "-d", ip, "-p", proto, "--dport", &port.to_string(), "-j", "DROP"]),
-        );
+        tests::netns::sh(node.command("iptables").args([
+            "-A",
+            "INPUT",
+            "-d",
+            ip,
+            "-p",
+            proto,
+            "--dport",
+            &port.to_string(),
+            "-j",
+            "DROP",
+        ]));
     }
 }
 
@@ -81,7 +89,10 @@ fn root_local_zones_answer_authoritatively() {
     assert!(m.authoritative() && m.recursion_available());
     assert_eq!(m.response_code(), ResponseCode::NoError);
     assert_eq!(m.answers().len(), 1);
-    assert_eq!(m.answers()[0].data(), &RData::A("127.0.0.1".parse::<std::net::Ipv4Addr>().unwrap().into()));
+    assert_eq!(
+        m.answers()[0].data(),
+        &RData::A("127.0.0.1".parse::<std::net::Ipv4Addr>().unwrap().into())
+    );
 
     // NODATA: the name exists, not with that type.
     let m = ask(&node, "ready.spartan.", RecordType::AAAA);
@@ -100,7 +111,13 @@ fn root_local_zones_answer_authoritatively() {
             assert_eq!(soa.mname().to_ascii(), "ns.spartan.");
             assert_eq!(soa.rname().to_ascii(), "support.mesosphere.com.");
             assert_eq!(
-                (soa.serial(), soa.refresh(), soa.retry(), soa.expire(), soa.minimum()),
+                (
+                    soa.serial(),
+                    soa.refresh(),
+                    soa.retry(),
+                    soa.expire(),
+                    soa.minimum()
+                ),
                 (0, 60, 180, 86400, 1)
             );
         }
@@ -117,26 +134,54 @@ fn root_local_zones_answer_authoritatively() {
     let out = dig("dig", Some(&node), server(), &["+edns=0", "ready.spartan"]);
     assert!(out.contains("udp: 1232"), "{out}");
     // EDNS version 1: BADVERS.
-    let out = dig("dig", Some(&node), server(), &["+edns=1", "+noednsnegotiation", "ready.spartan"]);
+    let out = dig(
+        "dig",
+        Some(&node),
+        server(),
+        &["+edns=1", "+noednsnegotiation", "ready.spartan"],
+    );
     assert!(out.contains("status: BADVERS"), "{out}");
 
     // FORMERR for two questions, and for a header followed by garbage.
     let socket = client::udp_socket(Some(&node));
     let mut two = query_message(77, "ready.spartan.", RecordType::A);
-    two.add_query(Query::query(Name::from_ascii("zk-1.zk.").unwrap(), RecordType::A));
-    let reply = client::exchange_udp(&socket, server(), &two.to_vec().unwrap(), Duration::from_secs(3)).unwrap();
+    two.add_query(Query::query(
+        Name::from_ascii("zk-1.zk.").unwrap(),
+        RecordType::A,
+    ));
+    let reply = client::exchange_udp(
+        &socket,
+        server(),
+        &two.to_vec().unwrap(),
+        Duration::from_secs(3),
+    )
+    .unwrap();
     let m = Message::from_vec(&reply).unwrap();
     assert_eq!((m.id(), m.response_code()), (77, ResponseCode::FormErr));
-    let mut garbage = query_message(78, "ready.spartan.", RecordType::A).to_vec().unwrap();
+    let mut garbage = query_message(78, "ready.spartan.", RecordType::A)
+        .to_vec()
+        .unwrap();
     garbage.truncate(14);
     let reply = client::exchange_udp(&socket, server(), &garbage, Duration::from_secs(3)).unwrap();
     let m = Message::from_vec(&reply).unwrap();
-    assert_eq!((m.id(), m.response_code(), m.message_type()), (78, ResponseCode::FormErr, MessageType::Response));
+    assert_eq!(
+        (m.id(), m.response_code(), m.message_type()),
+        (78, ResponseCode::FormErr, MessageType::Response)
+    );
     // NOTIMP for another opcode.
     let mut status = query_message(79, "ready.spartan.", RecordType::A);
     status.set_op_code(OpCode::Status);
-    let reply = client::exchange_udp(&socket, server(), &status.to_vec().unwrap(), Duration::from_secs(3)).unwrap();
-    assert_eq!(Message::from_vec(&reply).unwrap().response_code(), ResponseCode::NotImp);
+    let reply = client::exchange_udp(
+        &socket,
+        server(),
+        &status.to_vec().unwrap(),
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    assert_eq!(
+        Message::from_vec(&reply).unwrap().response_code(),
+        ResponseCode::NotImp
+    );
 }
 
 #[test]
@@ -146,11 +191,17 @@ fn root_mesos_goes_to_masters_and_the_rest_to_resolvers() {
     let _r2 = nsd(&node, "127.0.0.2:5353", "resolver-2");
     let _m1 = nsd(&node, "127.0.1.1:5354", "master-1");
     let _m2 = nsd(&node, "127.0.1.2:5354", "master-2");
-    let _s = spartan(&node, &[
-        "--upstream", "127.0.0.1:5353,127.0.0.2:5353",
-        "--masters", "127.0.1.1,127.0.1.2",
-        "--mesos-port", "5354",
-    ]);
+    let _s = spartan(
+        &node,
+        &[
+            "--upstream",
+            "127.0.0.1:5353,127.0.0.2:5353",
+            "--masters",
+            "127.0.1.1,127.0.1.2",
+            "--mesos-port",
+            "5354",
+        ],
+    );
     let mut seen = HashSet::new();
     for _ in 0..20 {
         for label in txt(&ask(&node, "who.mesos.", RecordType::TXT)) {
@@ -164,11 +215,21 @@ fn root_mesos_goes_to_masters_and_the_rest_to_resolvers() {
     }
     assert!(seen.len() >= 2, "{seen:?}");
     // Mesos-DNS shaped names through dig and kdig.
-    let out = dig("dig", Some(&node), server(), &["+short", "_web._tcp.marathon.mesos", "SRV"]);
+    let out = dig(
+        "dig",
+        Some(&node),
+        server(),
+        &["+short", "_web._tcp.marathon.mesos", "SRV"],
+    );
     assert_eq!(short_lines(&out), vec!["0 1 31000 web.marathon.mesos."]);
     let out = dig("kdig", Some(&node), server(), &["+short", "leader.mesos"]);
     assert_eq!(short_lines(&out), vec!["10.0.0.1"]);
-    let mut web = short_lines(&dig("dig", Some(&node), server(), &["+short", "web.marathon.mesos"]));
+    let mut web = short_lines(&dig(
+        "dig",
+        Some(&node),
+        server(),
+        &["+short", "web.marathon.mesos"],
+    ));
     web.sort();
     assert_eq!(web, vec!["10.0.1.10", "10.0.1.11"]);
 }
@@ -187,8 +248,15 @@ fn root_forward_zones_by_longest_suffix() {
     )
     .unwrap();
     let _s = spartan(&node, &["--config", config.to_str().unwrap()]);
-    assert_eq!(txt(&ask(&node, "who.example.net.", RecordType::TXT)), vec!["zone-1"]);
-    assert_eq!(txt(&ask(&node, "who.mesos.", RecordType::TXT)).len(), 0, "no masters: SERVFAIL");
+    assert_eq!(
+        txt(&ask(&node, "who.example.net.", RecordType::TXT)),
+        vec!["zone-1"]
+    );
+    assert_eq!(
+        txt(&ask(&node, "who.mesos.", RecordType::TXT)).len(),
+        0,
+        "no masters: SERVFAIL"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -199,16 +267,24 @@ fn root_a_blackholed_upstream_costs_the_client_nothing() {
     let _r2 = nsd(&node, "127.0.0.2:5353", "resolver-2");
     let _r3 = nsd(&node, "127.0.0.3:5353", "resolver-3");
     blackhole(&node, "127.0.0.3", 5353);
-    let _s = spartan(&node, &[
-        "--upstream", "127.0.0.1:5353,127.0.0.2:5353,127.0.0.3:5353",
-        "--upstream-timeout-ms", "2000",
-    ]);
+    let _s = spartan(
+        &node,
+        &[
+            "--upstream",
+            "127.0.0.1:5353,127.0.0.2:5353,127.0.0.3:5353",
+            "--upstream-timeout-ms",
+            "2000",
+        ],
+    );
     let socket = client::udp_socket(Some(&node));
     let mut slowest = Duration::ZERO;
     for i in 0..300u16 {
-        let wire = query_message(i, "www.example.net.", RecordType::A).to_vec().unwrap();
+        let wire = query_message(i, "www.example.net.", RecordType::A)
+            .to_vec()
+            .unwrap();
         let started = Instant::now();
-        let reply = client::exchange_udp(&socket, server(), &wire, Duration::from_secs(5)).expect("answered");
+        let reply = client::exchange_udp(&socket, server(), &wire, Duration::from_secs(5))
+            .expect("answered");
         slowest = slowest.max(started.elapsed());
         let m = Message::from_vec(&reply).unwrap();
         assert_eq!((m.id(), m.response_code()), (i, ResponseCode::NoError));
@@ -228,7 +304,10 @@ fn root_a_fast_servfail_does_not_beat_a_good_answer() {
         assert_eq!(m.response_code(), ResponseCode::NoError);
         assert_eq!(m.answers().len(), 1);
     }
-    assert!(bad.queries.load(std::sync::atomic::Ordering::Relaxed) > 0, "the SERVFAIL server was asked");
+    assert!(
+        bad.queries.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "the SERVFAIL server was asked"
+    );
 }
 
 #[test]
@@ -238,15 +317,27 @@ fn root_all_upstreams_down_gives_a_real_servfail_within_the_deadline() {
     let _r2 = nsd(&node, "127.0.0.2:5353", "resolver-2");
     blackhole(&node, "127.0.0.1", 5353);
     blackhole(&node, "127.0.0.2", 5353);
-    let _s = spartan(&node, &[
-        "--upstream", "127.0.0.1:5353,127.0.0.2:5353",
-        "--upstream-timeout-ms", "500",
-        "--query-deadline-ms", "1000",
-    ]);
+    let _s = spartan(
+        &node,
+        &[
+            "--upstream",
+            "127.0.0.1:5353,127.0.0.2:5353",
+            "--upstream-timeout-ms",
+            "500",
+            "--query-deadline-ms",
+            "1000",
+        ],
+    );
     let started = Instant::now();
     let q = query_message(4242, "www.example.net.", RecordType::A);
     let socket = client::udp_socket(Some(&node));
-    let reply = client::exchange_udp(&socket, server(), &q.to_vec().unwrap(), Duration::from_secs(5)).unwrap();
+    let reply = client::exchange_udp(
+        &socket,
+        server(),
+        &q.to_vec().unwrap(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
     let elapsed = started.elapsed();
     let m = Message::from_vec(&reply).unwrap();
     assert_eq!(m.response_code(), ResponseCode::ServFail);
@@ -256,7 +347,10 @@ fn root_all_upstreams_down_gives_a_real_servfail_within_the_deadline() {
     assert!(m.recursion_available());
     assert!(elapsed < Duration::from_millis(2500), "{elapsed:?}");
     let out = dig("dig", Some(&node), server(), &["www.example.net"]);
-    assert!(out.contains("status: SERVFAIL") && !out.contains("WARNING"), "{out}");
+    assert!(
+        out.contains("status: SERVFAIL") && !out.contains("WARNING"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -277,11 +371,23 @@ fn root_pipelined_tcp_queries_are_all_answered() {
     let _r1 = nsd(&node, "127.0.0.1:5353", "resolver-1");
     let _s = spartan(&node, &["--upstream", "127.0.0.1:5353"]);
     let mut stream = tcp_connect(Some(&node), server()).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let mut sent = HashSet::new();
     for i in 0..30u16 {
-        let name = if i % 2 == 0 { "www.example.net." } else { "ready.spartan." };
-        tcp_send(&mut stream, &query_message(1000 + i, name, RecordType::A).to_vec().unwrap()).unwrap();
+        let name = if i % 2 == 0 {
+            "www.example.net."
+        } else {
+            "ready.spartan."
+        };
+        tcp_send(
+            &mut stream,
+            &query_message(1000 + i, name, RecordType::A)
+                .to_vec()
+                .unwrap(),
+        )
+        .unwrap();
         sent.insert(1000 + i);
     }
     let mut got = HashSet::new();
@@ -298,11 +404,25 @@ fn root_truncation_passes_through_and_the_tcp_retry_works() {
     let node = node();
     let _r1 = nsd(&node, "127.0.0.1:5353", "resolver-1");
     let _s = spartan(&node, &["--upstream", "127.0.0.1:5353"]);
-    let out = dig("dig", Some(&node), server(), &["+ignore", "+noedns", "big.example.net"]);
+    let out = dig(
+        "dig",
+        Some(&node),
+        server(),
+        &["+ignore", "+noedns", "big.example.net"],
+    );
     assert!(out.contains(" tc "), "TC passed on: {out}");
     for tool in ["dig", "kdig"] {
-        let out = dig(tool, Some(&node), server(), &["+short", "+noedns", "big.example.net"]);
-        assert_eq!(short_lines(&out).len(), 60, "{tool} retried over TCP: {out}");
+        let out = dig(
+            tool,
+            Some(&node),
+            server(),
+            &["+short", "+noedns", "big.example.net"],
+        );
+        assert_eq!(
+            short_lines(&out).len(),
+            60,
+            "{tool} retried over TCP: {out}"
+        );
     }
 }
 
@@ -321,17 +441,26 @@ fn root_the_in_flight_cap_holds_under_a_flood() {
     let node = node();
     let _r1 = nsd(&node, "127.0.0.1:5353", "resolver-1");
     blackhole(&node, "127.0.0.1", 5353);
-    let s = spartan(&node, &[
-        "--upstream", "127.0.0.1:5353",
-        "--max-in-flight", "32",
-        "--upstream-timeout-ms", "500",
-        "--query-deadline-ms", "500",
-    ]);
+    let s = spartan(
+        &node,
+        &[
+            "--upstream",
+            "127.0.0.1:5353",
+            "--max-in-flight",
+            "32",
+            "--upstream-timeout-ms",
+            "500",
+            "--query-deadline-ms",
+            "500",
+        ],
+    );
     let socket = client::udp_socket(Some(&node));
     socket.set_nonblocking(true).unwrap();
     let rss_before = rss_kib(s.pid());
     for i in 0..5000u16 {
-        let wire = query_message(i, &format!("n{i}.example.net."), RecordType::A).to_vec().unwrap();
+        let wire = query_message(i, &format!("n{i}.example.net."), RecordType::A)
+            .to_vec()
+            .unwrap();
         let _ = socket.send_to(&wire, server());
     }
     // Every forwarded query ends by the deadline; then the server is itself.
@@ -340,13 +469,21 @@ fn root_the_in_flight_cap_holds_under_a_flood() {
     assert_eq!(m.response_code(), ResponseCode::NoError);
     let mut replies = 0;
     socket.set_nonblocking(false).unwrap();
-    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let mut buf = [0u8; 4096];
     while socket.recv_from(&mut buf).is_ok() {
         replies += 1;
     }
-    assert!(replies <= 5000 && replies < 4000, "most of the flood was dropped, not queued: {replies} replies");
-    assert!(rss_kib(s.pid()) < rss_before + 32 * 1024, "memory stayed bounded");
+    assert!(
+        replies < 1000,
+        "most of the flood was dropped, not queued: {replies} replies"
+    );
+    assert!(
+        rss_kib(s.pid()) < rss_before + 32 * 1024,
+        "memory stayed bounded"
+    );
 }
 
 #[test]
@@ -354,11 +491,26 @@ fn root_generated_datagrams_do_not_hurt_the_daemon() {
     use rand::{Rng, SeedableRng, rngs::StdRng};
     let node = node();
     let _r1 = nsd(&node, "127.0.0.1:5353", "resolver-1");
-    let s = spartan(&node, &["--upstream", "127.0.0.1:5353", "--masters", "10.0.0.1"]);
+    let s = spartan(
+        &node,
+        &["--upstream", "127.0.0.1:5353", "--masters", "10.0.0.1"],
+    );
     let socket = client::udp_socket(Some(&node));
     let mut rng = StdRng::seed_from_u64(0xdead_beef);
-    let names = ["ready.spartan.", "zk-1.zk.", "nope.spartan.", "www.example.net.", "spartan."];
-    let types = [RecordType::A, RecordType::AAAA, RecordType::SOA, RecordType::TXT, RecordType::ANY];
+    let names = [
+        "ready.spartan.",
+        "zk-1.zk.",
+        "nope.spartan.",
+        "www.example.net.",
+        "spartan.",
+    ];
+    let types = [
+        RecordType::A,
+        RecordType::AAAA,
+        RecordType::SOA,
+        RecordType::TXT,
+        RecordType::ANY,
+    ];
     // Two rounds of 50,000: the first sets the high-water mark of buffers
     // and tasks, the second must not add to it (no leak).
     let mut rss = Vec::new();
@@ -402,5 +554,8 @@ fn root_generated_datagrams_do_not_hurt_the_daemon() {
     let m = ask(&node, "www.example.net.", RecordType::A);
     assert_eq!(m.response_code(), ResponseCode::NoError);
     let (rss_before, rss_after) = (rss[0], rss[1]);
-    assert!(rss_after < rss_before + 4 * 1024, "RSS {rss_before} KiB -> {rss_after} KiB");
+    assert!(
+        rss_after < rss_before + 4 * 1024,
+        "RSS {rss_before} KiB -> {rss_after} KiB"
+    );
 }

@@ -38,11 +38,16 @@ fn root_kernel_answers_over_veth_and_lo_and_userspace_the_rest() {
 
     let server: SocketAddr = "198.51.100.1:53".parse().unwrap();
     let args: Vec<String> = [
-        "--listen", "198.51.100.1",
-        "--upstream", "127.0.0.1:5353",
-        "--masters", "10.0.0.1,10.0.0.2,10.0.0.3",
-        "--xdp-interface", &link.b_if,
-        "--pin-dir", pins_node.path().to_str().unwrap(),
+        "--listen",
+        "198.51.100.1",
+        "--upstream",
+        "127.0.0.1:5353",
+        "--masters",
+        "10.0.0.1,10.0.0.2,10.0.0.3",
+        "--xdp-interface",
+        &link.b_if,
+        "--pin-dir",
+        pins_node.path().to_str().unwrap(),
         "--detach-on-exit",
     ]
     .iter()
@@ -63,7 +68,12 @@ fn root_kernel_answers_over_veth_and_lo_and_userspace_the_rest() {
             let out = dig(tool, Some(ns), server, &["+short", "ready.spartan", "A"]);
             assert_eq!(short_lines(&out), vec!["127.0.0.1"], "{tool}: {out}");
             for (i, addr) in zk.iter().enumerate() {
-                let out = dig(tool, Some(ns), server, &["+short", &format!("zk-{}.zk", i + 1), "A"]);
+                let out = dig(
+                    tool,
+                    Some(ns),
+                    server,
+                    &["+short", &format!("zk-{}.zk", i + 1), "A"],
+                );
                 assert_eq!(short_lines(&out), vec![addr.to_string()], "{tool}: {out}");
             }
         }
@@ -79,7 +89,12 @@ fn root_kernel_answers_over_veth_and_lo_and_userspace_the_rest() {
         let before = after;
         let out = dig("dig", Some(ns), server, &["+short", "www.example.net", "A"]);
         assert_eq!(short_lines(&out), vec!["192.0.2.80"], "{out}");
-        let out = dig("kdig", Some(ns), server, &["+short", "ready.spartan", "AAAA"]);
+        let out = dig(
+            "kdig",
+            Some(ns),
+            server,
+            &["+short", "ready.spartan", "AAAA"],
+        );
         assert!(short_lines(&out).is_empty(), "{out}");
         let after = maps.counters().unwrap();
         assert_eq!(after.get(Counter::Answered), before.get(Counter::Answered));

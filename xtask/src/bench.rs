@@ -15,6 +15,10 @@ pub fn bench(bin: &Path, opts: BenchOpts) -> Result<()> {
     crate::util::run(
         std::process::Command::new(bin)
             .args(["bench-xdp"])
-            .args(if opts.quick { vec!["--repeat", "100000"] } else { vec![] }),
+            .args(if opts.quick {
+                vec!["--repeat", "100000"]
+            } else {
+                vec![]
+            }),
     )
 }

@@ -92,7 +92,10 @@ fn build(debug: bool) -> Result<PathBuf> {
     }
     run(&mut cmd)?;
     let profile = if debug { "debug" } else { "release" };
-    Ok(workspace_root().join("target").join(profile).join("spartan"))
+    Ok(workspace_root()
+        .join("target")
+        .join(profile)
+        .join("spartan"))
 }
 
 fn nextest_available() -> bool {
@@ -126,7 +129,13 @@ fn test(no_lint: bool, filter: Option<String>) -> Result<()> {
     let mut cmd = cargo();
     cmd.env("SPARTAN_BIN", &bin);
     if nextest_available() {
-        cmd.args(["nextest", "run", "--workspace", "--release", "--no-fail-fast"]);
+        cmd.args([
+            "nextest",
+            "run",
+            "--workspace",
+            "--release",
+            "--no-fail-fast",
+        ]);
         // Namespace and BPF tests are heavy; two cores, two at a time.
         cmd.args(["--test-threads", "2"]);
         let mut expr = String::from("all()");

@@ -80,7 +80,8 @@ pub fn llvm_major() -> Result<u32> {
         .output()
         .with_context(|| format!("running {DEBIAN_RUSTC} -vV"))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    parse_llvm_major(&text).with_context(|| format!("no LLVM version in `{DEBIAN_RUSTC} -vV`:\n{text}"))
+    parse_llvm_major(&text)
+        .with_context(|| format!("no LLVM version in `{DEBIAN_RUSTC} -vV`:\n{text}"))
 }
 
 fn parse_llvm_major(rustc_vv: &str) -> Option<u32> {
@@ -164,10 +165,18 @@ fn ensure_bpf_linker(major: u32) -> Result<()> {
     if bpf_linker_ok(major) {
         return Ok(());
     }
-    println!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM {major} (about a minute)");
+    println!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM {major} (about a minute)"
+    );
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     run(Command::new(cargo)
-        .args(["install", "bpf-linker", "--locked", "--force", "--no-default-features"])
+        .args([
+            "install",
+            "bpf-linker",
+            "--locked",
+            "--force",
+            "--no-default-features",
+        ])
         .args(["--version", BPF_LINKER_VERSION])
         .args(["--features", &format!("llvm-{major}")])
         .env("LLVM_PREFIX", format!("/usr/lib/llvm-{major}")))?;

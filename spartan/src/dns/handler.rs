@@ -95,12 +95,20 @@ impl Handler {
         }
         if query.op_code() != OpCode::Query {
             Stats::inc(&self.stats.notimp);
-            return reply(local::encode(&query, local::response_to(&query, ResponseCode::NotImp), udp));
+            return reply(local::encode(
+                &query,
+                local::response_to(&query, ResponseCode::NotImp),
+                udp,
+            ));
         }
         // RFC 9619: exactly one question.
         if query.queries().len() != 1 {
             Stats::inc(&self.stats.formerr);
-            return reply(local::encode(&query, local::response_to(&query, ResponseCode::FormErr), udp));
+            return reply(local::encode(
+                &query,
+                local::response_to(&query, ResponseCode::FormErr),
+                udp,
+            ));
         }
         if query.extensions().as_ref().is_some_and(|e| e.version() > 0) {
             Stats::inc(&self.stats.badvers);

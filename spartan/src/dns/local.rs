@@ -80,10 +80,9 @@ pub fn encode(query: &Message, mut m: Message, udp: bool) -> Option<Vec<u8>> {
     if !udp {
         return Some(wire);
     }
-    let limit = query
-        .extensions()
-        .as_ref()
-        .map_or(CLASSIC_UDP_SIZE, |e| (e.max_payload() as usize).max(CLASSIC_UDP_SIZE));
+    let limit = query.extensions().as_ref().map_or(CLASSIC_UDP_SIZE, |e| {
+        (e.max_payload() as usize).max(CLASSIC_UDP_SIZE)
+    });
     if wire.len() <= limit {
         return Some(wire);
     }

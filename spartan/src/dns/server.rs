@@ -44,16 +44,20 @@ pub struct Server {
 
 impl Server {
     /// Binds UDP and TCP on every address and starts serving.
-    pub async fn start(addrs: &[SocketAddr], handler: Arc<Handler>, limits: Limits) -> Result<Self> {
+    pub async fn start(
+        addrs: &[SocketAddr],
+        handler: Arc<Handler>,
+        limits: Limits,
+    ) -> Result<Self> {
         let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
         let connections = Arc::new(Semaphore::new(limits.max_tcp_connections));
         let mut tasks = JoinSet::new();
         let mut udp_addrs = Vec::new();
         let mut tcp_addrs = Vec::new();
         for addr in addrs {
-            let udp = UdpSocket::bind(addr)
-                .await
-                .with_context(|| format!("binding UDP {addr} (is the address configured on this host?)"))?;
+            let udp = UdpSocket::bind(addr).await.with_context(|| {
+                format!("binding UDP {addr} (is the address configured on this host?)")
+            })?;
             udp_addrs.push(udp.local_addr()?);
             // TCP on the same port as UDP, also when UDP's was picked by the kernel.
             let tcp_addr = SocketAddr::new(addr.ip(), udp.local_addr()?.port());

@@ -70,8 +70,10 @@ impl FastPath {
         std::fs::create_dir_all(pin_dir)
             .with_context(|| format!("creating pin directory {}", pin_dir.display()))?;
         let mut loader = EbpfLoader::new();
-        let pin_paths: Vec<(&str, PathBuf)> =
-            ALL_MAPS.iter().map(|name| (*name, pin_dir.join(name))).collect();
+        let pin_paths: Vec<(&str, PathBuf)> = ALL_MAPS
+            .iter()
+            .map(|name| (*name, pin_dir.join(name)))
+            .collect();
         for (name, path) in &pin_paths {
             loader.map_pin_path(name, path.as_path());
         }
@@ -138,7 +140,9 @@ impl FastPath {
         if let Some((pinned, mode)) = previous {
             let fd_link = pinned.unpin().context("unpinning the previous link")?;
             let link_id = program
-                .attach_to_link(XdpLink::try_from(fd_link).context("pinned link is not an XDP link")?)
+                .attach_to_link(
+                    XdpLink::try_from(fd_link).context("pinned link is not an XDP link")?,
+                )
                 .with_context(|| format!("replacing the XDP program on {interface}"))?;
             let link = program.take_link(link_id)?;
             let fd_link: FdLink = link.try_into().context("XDP link is not a bpf_link")?;
@@ -146,7 +150,10 @@ impl FastPath {
             return Ok(mode.unwrap_or(AttachedMode::Generic));
         }
         let (link_id, mode) = if interface == "lo" {
-            (program.attach(interface, XdpMode::Skb)?, AttachedMode::Generic)
+            (
+                program.attach(interface, XdpMode::Skb)?,
+                AttachedMode::Generic,
+            )
         } else {
             match program.attach(interface, XdpMode::Driver) {
                 Ok(id) => (id, AttachedMode::Native),
@@ -211,7 +218,10 @@ fn mode_path(pin_dir: &Path, interface: &str) -> PathBuf {
 }
 
 fn previous_mode(pin_dir: &Path, interface: &str) -> Option<AttachedMode> {
-    match std::fs::read_to_string(mode_path(pin_dir, interface)).ok()?.as_str() {
+    match std::fs::read_to_string(mode_path(pin_dir, interface))
+        .ok()?
+        .as_str()
+    {
         "native" => Some(AttachedMode::Native),
         "generic" => Some(AttachedMode::Generic),
         _ => None,
@@ -234,7 +244,13 @@ pub fn ensure_bpffs(dir: &Path) -> Result<()> {
     let fstype = CString::new("bpf")?;
     // SAFETY: plain mount(2) with C strings that outlive the call.
     let ret = unsafe {
-        libc::mount(fstype.as_ptr(), c_dir.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            fstype.as_ptr(),
+            c_dir.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if ret != 0 {
         return Err(std::io::Error::last_os_error())
@@ -242,4 +258,19 @@ pub fn ensure_bpffs(dir: &Path) -> Result<()> {
     }
     tracing::info!(dir = %dir.display(), "mounted bpffs");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_embedded_object_is_a_bpf_elf_with_the_program_and_btf() {
+        let obj = super::BPF_OBJECT;
+        assert_eq!(&obj[..4], b"\x7fELF");
+        // e_machine at offset 18, little-endian: EM_BPF = 247.
+        assert_eq!(u16::from_le_bytes([obj[18], obj[19]]), 247);
+        let has = |needle: &[u8]| obj.windows(needle.len()).any(|w| w == needle);
+        assert!(has(b".BTF"), "BTF section present");
+        assert!(has(b"SPARTAN_ANSWERS"));
+        assert!(has(b"xdp"));
+    }
 }

@@ -3,7 +3,10 @@
 //!
 //! aya keeps its wrapper private, so this is the raw `bpf()` syscall.
 
-use std::{io, os::fd::{AsRawFd, BorrowedFd}};
+use std::{
+    io,
+    os::fd::{AsRawFd, BorrowedFd},
+};
 
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 

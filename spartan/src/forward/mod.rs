@@ -138,8 +138,15 @@ impl Forwarder {
                 let started = Instant::now();
                 let result = match transport {
                     Transport::Udp => {
-                        exchange::udp(upstream.addr, &wire, &question, max_reply, per_upstream, &stats)
-                            .await
+                        exchange::udp(
+                            upstream.addr,
+                            &wire,
+                            &question,
+                            max_reply,
+                            per_upstream,
+                            &stats,
+                        )
+                        .await
                     }
                     Transport::Tcp => {
                         exchange::tcp(upstream.addr, &wire, &question, per_upstream, &stats).await
@@ -151,7 +158,11 @@ impl Forwarder {
                         let rcode = ResponseCode::from_low(reply[3] & 0x0f);
                         let usable =
                             matches!(rcode, ResponseCode::NoError | ResponseCode::NXDomain);
-                        let outcome = if usable { Outcome::Usable } else { Outcome::Failed };
+                        let outcome = if usable {
+                            Outcome::Usable
+                        } else {
+                            Outcome::Failed
+                        };
                         (outcome, Some(reply))
                     }
                     Err(exchange::ExchangeError::Timeout) => {
