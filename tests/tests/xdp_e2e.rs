@@ -105,3 +105,43 @@ fn root_kernel_answers_over_veth_and_lo_and_userspace_the_rest() {
     let status = spartan.stop().unwrap();
     assert!(status.success(), "clean exit on SIGTERM: {status}");
 }
+
+#[test]
+fn root_zk_answers_survive_the_daemon_and_ready_lapses_with_it() {
+    require_root();
+    let pins = PinDir::new();
+    let node = Netns::new("spk");
+    node.ip(&["addr", "add", "198.51.100.1/32", "dev", "lo"]);
+    let server: SocketAddr = "198.51.100.1:53".parse().unwrap();
+    let args: Vec<String> = [
+        "--listen",
+        "198.51.100.1",
+        "--masters",
+        "10.0.0.7",
+        "--upstream",
+        "127.0.0.1:5353",
+        "--pin-dir",
+        pins.path().to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut spartan = Spartan::start(Some(&node), &args, server);
+    assert!(spartan.stop().unwrap().success());
+    // The program stays attached with its maps: the kernel still answers zk.
+    let out = dig("dig", Some(&node), server, &["+short", "zk-4.zk"]);
+    assert_eq!(short_lines(&out), vec!["10.0.0.7"], "{out}");
+    // ready.spartan needs a live daemon: after the heartbeat lapses (3 s)
+    // it goes to userspace, where nobody answers.
+    std::thread::sleep(std::time::Duration::from_millis(3300));
+    let out = dig("dig", Some(&node), server, &["+short", "ready.spartan"]);
+    assert!(short_lines(&out).iter().all(|l| l != "127.0.0.1"), "{out}");
+    let maps = KernelMaps::open_pinned(pins.path()).unwrap();
+    assert!(maps.counters().unwrap().get(Counter::PassStaleHeartbeat) >= 1);
+    // A new daemon takes the pinned link over and beats again.
+    let mut again = Spartan::start(Some(&node), &args, server);
+    let out = dig("kdig", Some(&node), server, &["+short", "ready.spartan"]);
+    assert_eq!(short_lines(&out), vec!["127.0.0.1"]);
+    assert!(again.stop().unwrap().success());
+    // Dropping `pins` removes the link pins: the program is detached.
+}

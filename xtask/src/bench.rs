@@ -1,24 +1,249 @@
-//! `cargo xtask bench`.
+//! `cargo xtask bench`: what the kernel path costs, beside the userspace
+//! path, on this machine. See `../shared/BENCHMARKING.md` for what a
+//! 2-core VM can show: per-query CPU at a fixed rate, not max qps.
+//!
+//! 1. ns per packet of the XDP program from BPF_PROG_TEST_RUN (`spartan
+//!    bench-xdp`): hit with EDNS, hit without, miss, non-DNS frame.
+//! 2. The same `ready.spartan` query at a fixed rate with dnsperf, inside a
+//!    namespace of the bench's own: through the kernel (bpf stats
+//!    `run_time_ns / run_cnt`) and through the daemon (`--no-xdp`, daemon
+//!    CPU seconds / queries answered).
 
-use std::path::Path;
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
+
+use crate::util::{run, workspace_root};
 
 #[derive(clap::Args)]
 pub struct BenchOpts {
-    /// A short smoke run.
+    /// A short smoke run (under two minutes).
     #[arg(long)]
     pub quick: bool,
 }
 
+const NS: &str = "spartan-bench";
+const ADDR: &str = "198.51.100.1";
+const PIN_DIR: &str = "/sys/fs/bpf/spartan-bench";
+
+fn ns_cmd(program: &str) -> Command {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{NS}"))
+        .arg("--")
+        .arg(program);
+    cmd
+}
+
+/// The bench's namespace; removed on drop.
+struct Lab;
+
+impl Lab {
+    fn new() -> Result<Self> {
+        let _ = Command::new("ip").args(["netns", "del", NS]).output();
+        run(Command::new("ip").args(["netns", "add", NS]))?;
+        let lab = Lab;
+        run(Command::new("ip").args(["-n", NS, "link", "set", "lo", "up"]))?;
+        run(Command::new("ip").args([
+            "-n",
+            NS,
+            "addr",
+            "add",
+            &format!("{ADDR}/32"),
+            "dev",
+            "lo",
+        ]))?;
+        Ok(lab)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", NS]).output();
+    }
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: our own child.
+        unsafe { libc_kill(self.0.id() as i32, 15) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+fn start_daemon(bin: &Path, kernel: bool) -> Result<Daemon> {
+    let mut cmd = ns_cmd(bin.to_str().unwrap());
+    cmd.args([
+        "run",
+        "--listen",
+        ADDR,
+        "--pin-dir",
+        PIN_DIR,
+        "--detach-on-exit",
+    ])
+    .args(["--upstream", "127.0.0.1:5353"])
+    .env("SPARTAN_LOG", "warn")
+    .stdin(Stdio::null())
+    .stdout(Stdio::null());
+    if !kernel {
+        cmd.arg("--no-xdp");
+    }
+    let daemon = Daemon(cmd.spawn().context("starting spartan")?);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = ns_cmd("dig")
+            .args([
+                &format!("@{ADDR}"),
+                "+short",
+                "+time=1",
+                "+tries=1",
+                "ready.spartan",
+            ])
+            .output()?;
+        if String::from_utf8_lossy(&out.stdout).trim() == "127.0.0.1" {
+            return Ok(daemon);
+        }
+        if Instant::now() > deadline {
+            bail!("spartan did not come up for the benchmark");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses.
+    let rest = &stat[stat.rfind(')').context("stat format")? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    Ok(ticks / 100.0)
+}
+
+/// (run_cnt, run_time_ns) of the program named `spartan`, from bpftool.
+fn prog_stats() -> Result<(u64, u64)> {
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "show", "name", "spartan"])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let json: serde_json::Value = serde_json::from_str(text.trim()).context("bpftool JSON")?;
+    let progs = match &json {
+        serde_json::Value::Array(a) => a.clone(),
+        other => vec![other.clone()],
+    };
+    let (mut cnt, mut ns) = (0, 0);
+    for p in progs {
+        cnt += p.get("run_cnt").and_then(|v| v.as_u64()).unwrap_or(0);
+        ns += p.get("run_time_ns").and_then(|v| v.as_u64()).unwrap_or(0);
+    }
+    Ok((cnt, ns))
+}
+
+/// dnsperf at a fixed rate; returns queries completed.
+fn dnsperf(seconds: u32, qps: u32) -> Result<u64> {
+    let qfile = std::env::temp_dir().join("spartan-bench-queries.txt");
+    std::fs::write(&qfile, "ready.spartan A\n")?;
+    let out = ns_cmd("dnsperf")
+        .args([
+            "-s",
+            ADDR,
+            "-l",
+            &seconds.to_string(),
+            "-Q",
+            &qps.to_string(),
+            "-q",
+            "200",
+            "-d",
+        ])
+        .arg(&qfile)
+        .output()
+        .context("running dnsperf")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("Queries completed:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no result from dnsperf:\n{text}"))
+}
+
 pub fn bench(bin: &Path, opts: BenchOpts) -> Result<()> {
-    crate::util::run(
-        std::process::Command::new(bin)
-            .args(["bench-xdp"])
-            .args(if opts.quick {
-                vec!["--repeat", "100000"]
-            } else {
-                vec![]
-            }),
-    )
+    let repeat = if opts.quick { "100000" } else { "1000000" };
+    println!("== XDP program, BPF_PROG_TEST_RUN, repeat {repeat}");
+    run(Command::new(bin).args(["bench-xdp", "--repeat", repeat]))?;
+
+    let (seconds, qps) = if opts.quick { (3, 2000) } else { (10, 2000) };
+    println!("\n== ready.spartan A at {qps} qps for {seconds} s (dnsperf, namespace {NS})");
+    let _lab = Lab::new()?;
+    let _ = Command::new("sysctl")
+        .args(["-q", "-w", "kernel.bpf_stats_enabled=1"])
+        .status();
+    let mut rows = Vec::new();
+    for kernel in [true, false] {
+        let daemon = start_daemon(bin, kernel)?;
+        let pid = daemon.0.id();
+        let cpu0 = cpu_seconds(pid)?;
+        let prog0 = prog_stats().unwrap_or((0, 0));
+        let done = dnsperf(seconds, qps)?;
+        let cpu1 = cpu_seconds(pid)?;
+        let prog1 = prog_stats().unwrap_or((0, 0));
+        let daemon_us = (cpu1 - cpu0) * 1e6 / done.max(1) as f64;
+        let runs = prog1.0.saturating_sub(prog0.0);
+        let kernel_ns = prog1.1.saturating_sub(prog0.1) as f64 / runs.max(1) as f64;
+        rows.push((kernel, done, daemon_us, runs, kernel_ns));
+        drop(daemon);
+        let _ = Command::new(bin)
+            .args(["down", "--pin-dir", PIN_DIR])
+            .output();
+    }
+    let _ = Command::new("sysctl")
+        .args(["-q", "-w", "kernel.bpf_stats_enabled=0"])
+        .status();
+    println!(
+        "{:<12} {:>10} {:>18} {:>12} {:>16}",
+        "path", "answered", "daemon µs/query", "XDP runs", "XDP ns/run"
+    );
+    for (kernel, done, daemon_us, runs, kernel_ns) in &rows {
+        println!(
+            "{:<12} {:>10} {:>18.2} {:>12} {:>16.0}",
+            if *kernel { "kernel" } else { "userspace" },
+            done,
+            daemon_us,
+            runs,
+            kernel_ns
+        );
+    }
+    let out_dir = workspace_root().join("target").join("bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let json: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|(kernel, done, daemon_us, runs, kernel_ns)| {
+            serde_json::json!({
+                "path": if *kernel { "kernel" } else { "userspace" },
+                "qps": qps, "seconds": seconds, "answered": done,
+                "daemon_us_per_query": daemon_us, "xdp_runs": runs, "xdp_ns_per_run": kernel_ns,
+            })
+        })
+        .collect();
+    let path = out_dir.join("fast-path.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
+    println!("\nwritten {}", path.display());
+    Ok(())
 }

@@ -92,3 +92,74 @@ pub fn encode(query: &Message, mut m: Message, udp: bool) -> Option<Vec<u8>> {
     m.set_truncated(true);
     m.to_vec().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use hickory_proto::{
+        op::{Message, Query},
+        rr::{Name, RData, Record, RecordType, rdata::A},
+    };
+
+    use super::*;
+
+    fn query(edns_size: Option<u16>) -> Message {
+        let mut q = Message::new();
+        q.set_id(9).add_query(Query::query(
+            Name::from_ascii("x.spartan.").unwrap(),
+            RecordType::A,
+        ));
+        if let Some(size) = edns_size {
+            let mut e = Edns::new();
+            e.set_max_payload(size);
+            q.set_edns(e);
+        }
+        q
+    }
+
+    fn big_answer(q: &Message) -> Message {
+        let mut records = Vec::new();
+        for i in 0..100u8 {
+            let name = Name::from_ascii("x.spartan.").unwrap();
+            records.push(Record::from_rdata(
+                name,
+                5,
+                RData::A(A(Ipv4Addr::new(10, 0, 0, i))),
+            ));
+        }
+        local_answer(q, LocalAnswer::Records(records))
+    }
+
+    #[test]
+    fn a_local_answer_too_large_for_the_client_is_truncated() {
+        for size in [None, Some(1232)] {
+            let q = query(size);
+            let wire = encode(&q, big_answer(&q), true).unwrap();
+            let m = Message::from_vec(&wire).unwrap();
+            assert!(m.truncated());
+            assert!(m.answers().is_empty());
+            assert_eq!(m.queries(), q.queries());
+            assert_eq!(m.extensions().is_some(), size.is_some(), "OPT kept");
+            // Over TCP nothing is cut.
+            let full = Message::from_vec(&encode(&q, big_answer(&q), false).unwrap()).unwrap();
+            assert_eq!(full.answers().len(), 100);
+        }
+        // A client that takes 4096 bytes gets all 100 records (1.6 KB).
+        let q = query(Some(4096));
+        let m = Message::from_vec(&encode(&q, big_answer(&q), true).unwrap()).unwrap();
+        assert!(!m.truncated());
+    }
+
+    #[test]
+    fn our_opt_says_1232_and_copies_do() {
+        let mut q = query(Some(4096));
+        q.extensions_mut().as_mut().unwrap().set_dnssec_ok(true);
+        let m = response_to(&q, ResponseCode::NoError);
+        let e = m.extensions().as_ref().unwrap();
+        assert_eq!(
+            (e.max_payload(), e.version(), e.flags().dnssec_ok),
+            (1232, 0, true)
+        );
+    }
+}
