@@ -55,8 +55,18 @@ struct BuildOpts {
     debug: bool,
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().command {
+fn main() -> std::process::ExitCode {
+    match run_cli(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_cli(cli: Cli) -> Result<()> {
+    match cli.command {
         Cmd::Setup { bench } => setup::setup(bench),
         Cmd::Build(opts) => {
             setup::setup(false)?;

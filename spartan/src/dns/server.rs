@@ -111,18 +111,18 @@ async fn serve_udp(socket: Arc<UdpSocket>, handler: Arc<Handler>, in_flight: Arc
                 // A full send buffer must not lose the reply: finish the
                 // send in a task rather than stall this loop.
                 // Such sends hold an in-flight slot, so that they stay bounded.
-                if let Err(e) = socket.try_send_to(&reply, peer) {
-                    if e.kind() == std::io::ErrorKind::WouldBlock {
-                        match in_flight.clone().try_acquire_owned() {
-                            Ok(permit) => {
-                                let socket = socket.clone();
-                                tokio::spawn(async move {
-                                    let _ = socket.send_to(&reply, peer).await;
-                                    drop(permit);
-                                });
-                            }
-                            Err(_) => Stats::inc(&handler.stats().dropped_overload),
+                if let Err(e) = socket.try_send_to(&reply, peer)
+                    && e.kind() == std::io::ErrorKind::WouldBlock
+                {
+                    match in_flight.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let socket = socket.clone();
+                            tokio::spawn(async move {
+                                let _ = socket.send_to(&reply, peer).await;
+                                drop(permit);
+                            });
                         }
+                        Err(_) => Stats::inc(&handler.stats().dropped_overload),
                     }
                 }
                 continue;
