@@ -6,7 +6,7 @@
 
 /// Longest question name, in wire format including the final zero label, that
 /// the kernel handles. Longer names go to userspace untouched.
-pub const MAX_NAME_LEN: usize = 48;
+pub const MAX_NAME_LEN: usize = 32;
 
 /// Most A records the kernel puts in one answer.
 pub const MAX_ADDRS: usize = 8;

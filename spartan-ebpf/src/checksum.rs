@@ -28,6 +28,29 @@ pub fn block<const N: usize>(buf: &[u8; N]) -> u16 {
     }
 }
 
+/// The same over the first `len` bytes of `buf` (`len` a multiple of 4,
+/// at most `N`; the helper refuses anything else and the sum is then 0,
+/// which the caller's bounds rule out).
+#[inline(always)]
+pub fn prefix<const N: usize>(buf: &[u8; N], len: usize) -> u16 {
+    let len = if len > N { N } else { len };
+    let sum = unsafe {
+        aya_ebpf::helpers::generated::bpf_csum_diff(
+            core::ptr::null_mut(),
+            0,
+            buf.as_ptr().cast_mut().cast(),
+            len as u32,
+            0,
+        )
+    };
+    let native = fold(sum as u32);
+    if cfg!(target_endian = "little") {
+        native.swap_bytes()
+    } else {
+        native
+    }
+}
+
 /// Adds the big-endian 16-bit words of `buf[start..start + len]` (`len`
 /// even, the range in bounds; both are constants at every call).
 #[inline(always)]

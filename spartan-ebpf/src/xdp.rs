@@ -216,66 +216,63 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Counter> {
         return Err(Counter::PassMalformed);
     }
 
-    // The question name: copied lower-cased into the map key, its original
-    // bytes summed for the UDP checksum on the way.
-    let key = &mut s.key;
-    *key = AnswerKey::zeroed();
+    // The question name, copied to the scratch buffer in one helper call. A
+    // name shorter than `want` leaves the question's type and class after
+    // it; nothing past `want` is ever read.
     let raw = &mut s.raw;
-    *raw = [0u8; MAX_NAME_LEN];
     let name_room = msg_end - QNAME_OFF;
     let mut want = MAX_NAME_LEN;
     if name_room < want {
         want = name_room;
     }
-    // One helper call copies the whole candidate name to the stack; a name
-    // shorter than `want` leaves the question's type and class after it,
-    // which the label walk ignores.
     if !load_name(ctx, want, raw) {
         return Err(Counter::PassMalformed);
     }
+    // Walk the labels, hopping from length byte to length byte (a label is
+    // at least two bytes, so MAX_NAME_LEN / 2 hops reach any name that fits).
     put(&mut s.next_label, 0);
     put(&mut s.name_len, 0);
-    let mut i = 0usize;
-    while i < MAX_NAME_LEN {
-        if i >= want {
-            // Ran out of message before the name ended: truncated.
+    let mut hop = 0;
+    while hop < MAX_NAME_LEN / 2 {
+        let at = get(&s.next_label);
+        if at >= want || at >= MAX_NAME_LEN {
+            // The message ended inside the name (truncated), or the name is
+            // longer than the kernel handles (userspace answers it).
             return Err(if want < MAX_NAME_LEN {
                 Counter::PassMalformed
             } else {
                 Counter::PassNameNotInMap
             });
         }
-        let b = raw[i];
-        if i == get(&s.next_label) {
-            if b == 0 {
-                put(&mut s.name_len, i + 1);
-                break;
-            }
-            // 0b11 is a compression pointer, 0b01/0b10 are extended label
-            // types: none belongs in a query's question.
-            if b & 0xc0 != 0 {
-                return Err(Counter::PassMalformed);
-            }
-            put(&mut s.next_label, i + 1 + b as usize);
-            key.name[i] = b;
-        } else {
-            key.name[i] = b.to_ascii_lowercase();
+        let len = raw[at];
+        if len == 0 {
+            put(&mut s.name_len, at + 1);
+            break;
         }
-        i += 1;
+        // 0b11 is a compression pointer, 0b01/0b10 are extended label
+        // types: none belongs in a query's question.
+        if len & 0xc0 != 0 {
+            return Err(Counter::PassMalformed);
+        }
+        put(&mut s.next_label, at + 1 + len as usize);
+        hop += 1;
     }
     let name_len = get(&s.name_len);
     if name_len == 0 || name_len > MAX_NAME_LEN {
-        // The name is longer than the kernel handles: userspace answers it.
         return Err(Counter::PassNameNotInMap);
     }
-    // Bytes loaded past the name belong to the type and class; zero them so
-    // that the checksum below sums the name alone.
-    let mut j = 0usize;
-    while j < MAX_NAME_LEN {
-        if j >= name_len {
-            raw[j] = 0;
-        }
-        j += 1;
+    // The map key is the name lower-cased (length bytes, 1..=63, are below
+    // 'A' and stay as they are), zero padded; the bytes after the name are
+    // zeroed in `raw` too, so that the checksum below sums the name alone.
+    let key = &mut s.key;
+    key.qtype = QTYPE_A;
+    key.pad = 0;
+    let mut i = 0usize;
+    while i < MAX_NAME_LEN {
+        let b = if i < name_len { raw[i] } else { 0 };
+        raw[i] = b;
+        key.name[i] = b.to_ascii_lowercase();
+        i += 1;
     }
 
     let q_fixed = QNAME_OFF + name_len;
@@ -317,7 +314,6 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Counter> {
         return Err(Counter::PassMalformed);
     }
 
-    key.qtype = QTYPE_A;
     // SAFETY: the value is copied out at once; userspace replaces entries
     // whole, so a concurrent update yields the old or the new value.
     let value: AnswerValue = match unsafe { SPARTAN_ANSWERS.get(&*key) } {
@@ -336,8 +332,9 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Counter> {
     }
 
     // Everything after the name: QTYPE/QCLASS, the A records, the OPT.
+    // Every byte up to `tail_len` is written below, and the few after it
+    // that the 4-byte-aligned checksum reads are zeroed there.
     let tail = &mut s.tail;
-    *tail = [0u8; TAIL_BUF];
     tail[0] = 0;
     tail[1] = 1;
     tail[2] = 0;
@@ -387,7 +384,18 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Counter> {
 
     // From here on the frame is ours: it is rewritten and sent back.
     rewrite_headers(hdr, payload_len, answers, arcount == 1);
-    let udp_sum = udp_checksum(hdr, raw, tail, name_len);
+    // bpf_csum_diff sums whole 32-bit words: zero the bytes up to the next
+    // multiple of four after the tail.
+    let tail_sum_len = (tail_len + 3) & !3;
+    let mut z = tail_len;
+    while z < TAIL_MAX + 3 {
+        if z >= tail_sum_len || z >= TAIL_BUF {
+            break;
+        }
+        tail[z] = 0;
+        z += 1;
+    }
+    let udp_sum = udp_checksum(hdr, raw, tail, tail_sum_len, name_len);
     hdr[udp + 6] = (udp_sum >> 8) as u8;
     hdr[udp + 7] = udp_sum as u8;
 
@@ -548,6 +556,7 @@ fn udp_checksum(
     hdr: &[u8; HEADERS_LEN],
     name: &[u8; MAX_NAME_LEN],
     tail: &[u8; TAIL_BUF],
+    tail_sum_len: usize,
     name_len: usize,
 ) -> u16 {
     let ip = IP_OFF;
@@ -560,7 +569,7 @@ fn udp_checksum(
     sum = checksum::add_range(sum, hdr, udp, UDP_LEN + DNS_HEADER_LEN);
     // The name starts at message offset 12 (even); the tail follows it.
     sum += checksum::block(name) as u32;
-    sum += checksum::at_offset(checksum::block(tail), name_len % 2 == 1);
+    sum += checksum::at_offset(checksum::prefix(tail, tail_sum_len), name_len % 2 == 1);
     let csum = !checksum::fold(sum);
     if csum == 0 { 0xffff } else { csum }
 }
