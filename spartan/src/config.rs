@@ -11,6 +11,11 @@ use std::{
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::masters::{Intervals, MasterSource};
+
+pub const DEFAULT_MASTER_LIST: &str = "/opt/mesosphere/etc/master_list";
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:62080";
+
 /// Spartan's default listen addresses (RFC 5737 TEST-NET-2, as DC/OS).
 pub const DEFAULT_LISTEN: [Ipv4Addr; 3] = [
     Ipv4Addr::new(198, 51, 100, 1),
@@ -60,17 +65,37 @@ pub struct FileConfig {
     pub max_in_flight: Option<usize>,
     pub max_tcp_connections: Option<usize>,
     pub tcp_idle_timeout_ms: Option<u64>,
+    /// Create the `spartan` device (or put the addresses on `lo`).
+    pub manage_interface: Option<bool>,
     pub masters: Option<MastersFile>,
     pub xdp: Option<XdpFile>,
+    pub http: Option<HttpFile>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MastersFile {
-    /// `static` only in this version; see the README.
+    /// `exhibitor` | `exhibitor_uri` | `master_list` | `static`.
     pub source: Option<String>,
+    /// Exhibitor host (`http://HOST:8181/exhibitor/v1/cluster/status`).
+    pub exhibitor_address: Option<String>,
+    /// Exhibitor's full cluster-status URL.
+    pub exhibitor_uri: Option<String>,
+    /// JSON array of master addresses.
+    pub master_list_file: Option<String>,
     #[serde(rename = "static")]
     pub static_list: Option<Vec<String>>,
+    pub poll_interval_ms: Option<u64>,
+    pub retry_interval_ms: Option<u64>,
+    pub http_timeout_ms: Option<u64>,
+    pub file_check_interval_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpFile {
+    /// Address of the HTTP API and metrics.
+    pub listen: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -103,8 +128,11 @@ pub struct Config {
     pub max_tcp_connections: usize,
     #[serde(serialize_with = "ser_ms")]
     pub tcp_idle_timeout: Duration,
-    pub masters: Vec<Ipv4Addr>,
+    pub manage_interface: bool,
+    pub masters: MasterSource,
+    pub master_intervals: Intervals,
     pub xdp: XdpConfig,
+    pub http_listen: SocketAddr,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -142,6 +170,36 @@ impl FileConfig {
             source,
         })?;
         Self::parse(path, &text)
+    }
+
+    /// Applies the environment variables DC/OS operators set
+    /// (`MASTER_SOURCE`, `EXHIBITOR_ADDRESS`, `EXHIBITOR_URI`,
+    /// `MASTER_LIST_FILE`, `RESOLVERS`) over the file's values.
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) {
+        let m = self.masters.get_or_insert_with(Default::default);
+        if let Some(v) = env("MASTER_SOURCE") {
+            m.source = Some(v);
+        }
+        if let Some(v) = env("EXHIBITOR_ADDRESS") {
+            m.exhibitor_address = Some(v);
+        }
+        if let Some(v) = env("EXHIBITOR_URI") {
+            m.exhibitor_uri = Some(v);
+        }
+        if let Some(v) = env("MASTER_LIST_FILE") {
+            m.master_list_file = Some(v);
+        }
+        if let Some(v) = env("RESOLVERS") {
+            let list: Vec<String> = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+            if !list.is_empty() {
+                self.upstream_resolvers = Some(list);
+            }
+        }
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
@@ -240,18 +298,10 @@ impl FileConfig {
         if max_tcp_connections == 0 {
             return Err(invalid("max_tcp_connections", "must be more than 0"));
         }
-        let masters = match &self.masters {
-            None => Vec::new(),
-            Some(m) => {
-                match m.source.as_deref() {
-                    None | Some("static") => {}
-                    Some(other) => {
-                        return Err(invalid(
-                            "masters.source",
-                            format!("{other:?} is not supported by this version (use \"static\")"),
-                        ));
-                    }
-                }
+        let m = self.masters.clone().unwrap_or_default();
+        let masters = match m.source.as_deref() {
+            None if m.static_list.is_none() => MasterSource::None,
+            None | Some("static") => MasterSource::Static(
                 m.static_list
                     .clone()
                     .unwrap_or_default()
@@ -261,9 +311,55 @@ impl FileConfig {
                             invalid("masters.static", format!("{s:?} is not an IPv4 address"))
                         })
                     })
-                    .collect::<Result<_, _>>()?
+                    .collect::<Result<_, _>>()?,
+            ),
+            Some("exhibitor") => {
+                let host = m.exhibitor_address.clone().ok_or_else(|| {
+                    invalid("masters.exhibitor_address", "needed with source = \"exhibitor\"")
+                })?;
+                if host.trim().is_empty() || host.contains('/') {
+                    return Err(invalid("masters.exhibitor_address", format!("{host:?} is not a host")));
+                }
+                MasterSource::Exhibitor(format!(
+                    "http://{}:8181/exhibitor/v1/cluster/status",
+                    host.trim()
+                ))
+            }
+            Some("exhibitor_uri") => {
+                let uri = m.exhibitor_uri.clone().ok_or_else(|| {
+                    invalid("masters.exhibitor_uri", "needed with source = \"exhibitor_uri\"")
+                })?;
+                if !uri.starts_with("http://") {
+                    return Err(invalid("masters.exhibitor_uri", format!("{uri:?} is not an http:// URL")));
+                }
+                MasterSource::Exhibitor(uri)
+            }
+            Some("master_list") => MasterSource::MasterListFile(PathBuf::from(
+                m.master_list_file
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_MASTER_LIST.to_string()),
+            )),
+            Some(other) => {
+                return Err(invalid(
+                    "masters.source",
+                    format!("{other:?} is not one of exhibitor, exhibitor_uri, master_list, static"),
+                ));
             }
         };
+        let master_intervals = Intervals {
+            poll: ms("masters.poll_interval_ms", m.poll_interval_ms, 120_000)?,
+            retry: ms("masters.retry_interval_ms", m.retry_interval_ms, 5_000)?,
+            http_timeout: ms("masters.http_timeout_ms", m.http_timeout_ms, 30_000)?,
+            file_check: ms("masters.file_check_interval_ms", m.file_check_interval_ms, 1_000)?,
+        };
+        let http_listen_text = self
+            .http
+            .as_ref()
+            .and_then(|h| h.listen.clone())
+            .unwrap_or_else(|| DEFAULT_HTTP_LISTEN.to_string());
+        let http_listen: SocketAddr = http_listen_text
+            .parse()
+            .map_err(|_| invalid("http.listen", format!("{http_listen_text:?} is not \"ip:port\"")))?;
         let xdp_file = self.xdp.clone().unwrap_or_default();
         let xdp = XdpConfig {
             enabled: xdp_file.enabled.unwrap_or(true),
@@ -286,8 +382,11 @@ impl FileConfig {
             max_in_flight,
             max_tcp_connections,
             tcp_idle_timeout,
+            manage_interface: self.manage_interface.unwrap_or(true),
             masters,
+            master_intervals,
             xdp,
+            http_listen,
         })
     }
 }
@@ -336,6 +435,32 @@ mod tests {
     }
 
     #[test]
+    fn environment_overrides_the_file() {
+        let mut f = FileConfig::parse(
+            Path::new("t.toml"),
+            "upstream_resolvers = [\"192.0.2.1\"]\n[masters]\nsource = \"static\"\nstatic = [\"10.0.0.1\"]",
+        )
+        .unwrap();
+        let env = |k: &str| match k {
+            "MASTER_SOURCE" => Some("exhibitor".to_string()),
+            "EXHIBITOR_ADDRESS" => Some("192.0.2.80".to_string()),
+            "RESOLVERS" => Some("192.0.2.7,192.0.2.8:5353".to_string()),
+            _ => None,
+        };
+        f.apply_env(env);
+        let c = f.resolve("").unwrap();
+        assert_eq!(
+            c.masters,
+            MasterSource::Exhibitor("http://192.0.2.80:8181/exhibitor/v1/cluster/status".into())
+        );
+        assert_eq!(c.upstream_resolvers.len(), 2);
+        assert_eq!(c.master_intervals.poll, Duration::from_secs(120));
+        assert_eq!(c.master_intervals.retry, Duration::from_secs(5));
+        assert_eq!(c.master_intervals.http_timeout, Duration::from_secs(30));
+        assert_eq!(c.http_listen, "127.0.0.1:62080".parse().unwrap());
+    }
+
+    #[test]
     fn servers_parse_with_and_without_port() {
         let c = resolve("upstream_resolvers = [\"192.0.2.1\", \"192.0.2.2:5353\"]").unwrap();
         assert_eq!(
@@ -362,5 +487,8 @@ mod tests {
         );
         assert!(err_text("upstream_timeout_ms = 0").contains("upstream_timeout_ms"));
         assert!(err_text("[masters]\nstatic = [\"x\"]").contains("masters.static"));
+        assert!(err_text("[masters]\nsource = \"zookeeper\"").contains("masters.source"));
+        assert!(err_text("[masters]\nsource = \"exhibitor\"").contains("masters.exhibitor_address"));
+        assert!(err_text("[http]\nlisten = \"nope\"").contains("http.listen"));
     }
 }

@@ -12,6 +12,8 @@ pub mod daemon;
 pub mod dns;
 pub mod fastpath;
 pub mod forward;
+pub mod iface;
 pub mod local_data;
+pub mod masters;
 pub mod stats;
 pub mod zone;

@@ -34,11 +34,9 @@ enum Command {
         #[arg(long, default_value = spartan_common::PIN_DIR)]
         pin_dir: PathBuf,
     },
-    /// Remove what Spartan added to the node: XDP links and map pins.
-    Down {
-        #[arg(long, default_value = spartan_common::PIN_DIR)]
-        pin_dir: PathBuf,
-    },
+    /// Remove what Spartan added to the node: XDP links and map pins, the
+    /// listen addresses and the `spartan` device.
+    Down(ConfigArgs),
     /// Measure the XDP program's cost per packet with BPF_PROG_TEST_RUN.
     #[command(hide = true)]
     BenchXdp {
@@ -60,8 +58,9 @@ struct ConfigArgs {
     /// DNS port.
     #[arg(long)]
     port: Option<u16>,
-    /// Upstream resolvers, "ip" or "ip:port", comma-separated.
-    #[arg(long, env = "RESOLVERS", value_delimiter = ',')]
+    /// Upstream resolvers, "ip" or "ip:port", comma-separated (over the
+    /// environment's RESOLVERS).
+    #[arg(long, value_delimiter = ',')]
     upstream: Vec<String>,
     /// Static master list, comma-separated.
     #[arg(long = "masters", value_delimiter = ',')]
@@ -90,6 +89,12 @@ struct ConfigArgs {
     /// Most queries in flight.
     #[arg(long)]
     max_in_flight: Option<usize>,
+    /// Leave the listen addresses alone (they exist already).
+    #[arg(long)]
+    no_interface: bool,
+    /// Address of the HTTP API and metrics.
+    #[arg(long)]
+    http_listen: Option<String>,
 }
 
 impl ConfigArgs {
@@ -105,6 +110,7 @@ impl ConfigArgs {
                 }
             }
         };
+        file.apply_env(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()));
         if !self.listen.is_empty() {
             file.listen_addresses = Some(self.listen.iter().map(|a| a.to_string()).collect());
         }
@@ -150,6 +156,12 @@ impl ConfigArgs {
         if self.max_in_flight.is_some() {
             file.max_in_flight = self.max_in_flight;
         }
+        if self.no_interface {
+            file.manage_interface = Some(false);
+        }
+        if let Some(listen) = &self.http_listen {
+            file.http.get_or_insert_with(Default::default).listen = Some(listen.clone());
+        }
         let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         Ok(file.resolve(&resolv)?)
     }
@@ -178,10 +190,11 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(args) => {
             let config = args.load()?;
+            let reload = move || args.load();
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
-                .block_on(spartan::daemon::run(config))
+                .block_on(spartan::daemon::run(config, reload))
         }
         Command::CheckConfig(args) => {
             let config = args.load()?;
@@ -189,9 +202,20 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Stats { pin_dir } => stats(&pin_dir),
-        Command::Down { pin_dir } => {
-            FastPath::remove_pins(&pin_dir)?;
-            println!("removed {}", pin_dir.display());
+        Command::Down(args) => {
+            let config = args.load()?;
+            FastPath::remove_pins(&config.xdp.pin_dir)?;
+            if config.manage_interface {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(spartan::iface::remove(&config.listen_addresses))?;
+            }
+            println!(
+                "removed the XDP pins under {} and the listen addresses {:?}",
+                config.xdp.pin_dir.display(),
+                config.listen_addresses
+            );
             Ok(())
         }
         Command::BenchXdp { repeat } => bench_xdp(repeat),

@@ -210,7 +210,7 @@ pub fn bench(bin: &Path, opts: BenchOpts) -> Result<()> {
         rows.push((kernel, done, daemon_us, runs, kernel_ns));
         drop(daemon);
         let _ = Command::new(bin)
-            .args(["down", "--pin-dir", PIN_DIR])
+            .args(["down", "--pin-dir", PIN_DIR, "--no-interface"])
             .output();
     }
     let _ = Command::new("sysctl")

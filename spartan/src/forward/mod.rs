@@ -40,7 +40,7 @@ fn mesos_zone() -> LowerName {
 }
 
 impl Forwarder {
-    pub fn new(config: &Config, stats: Arc<Stats>) -> Self {
+    pub fn new(config: &Config, masters: &[Ipv4Addr], stats: Arc<Stats>) -> Self {
         let mut zones: Vec<(LowerName, Arc<UpstreamSet>)> = config
             .forward_zones
             .iter()
@@ -50,8 +50,7 @@ impl Forwarder {
             })
             .collect();
         zones.sort_by_key(|(z, _)| std::cmp::Reverse(z.num_labels()));
-        let masters: Vec<SocketAddr> = config
-            .masters
+        let masters: Vec<SocketAddr> = masters
             .iter()
             .map(|m| SocketAddr::from((*m, config.mesos_port)))
             .collect();
@@ -66,6 +65,19 @@ impl Forwarder {
             deadline: config.query_deadline,
             stats,
         }
+    }
+
+    /// Takes new resolvers and forward zones from a reloaded configuration;
+    /// the masters stay. Queries in flight finish on the routes they had.
+    pub fn reconfigure(&self, config: &Config) {
+        let fresh = Self::new(config, &[], self.stats.clone());
+        let fresh_routes = fresh.routes.read().expect("routes lock").clone();
+        let mut routes = self.routes.write().expect("routes lock");
+        *routes = Arc::new(Routes {
+            resolvers: fresh_routes.resolvers.clone(),
+            masters: routes.masters.clone(),
+            zones: fresh_routes.zones.clone(),
+        });
     }
 
     /// Points `*.mesos` at a new master list.
