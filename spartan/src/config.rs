@@ -315,10 +315,16 @@ impl FileConfig {
             ),
             Some("exhibitor") => {
                 let host = m.exhibitor_address.clone().ok_or_else(|| {
-                    invalid("masters.exhibitor_address", "needed with source = \"exhibitor\"")
+                    invalid(
+                        "masters.exhibitor_address",
+                        "needed with source = \"exhibitor\"",
+                    )
                 })?;
                 if host.trim().is_empty() || host.contains('/') {
-                    return Err(invalid("masters.exhibitor_address", format!("{host:?} is not a host")));
+                    return Err(invalid(
+                        "masters.exhibitor_address",
+                        format!("{host:?} is not a host"),
+                    ));
                 }
                 MasterSource::Exhibitor(format!(
                     "http://{}:8181/exhibitor/v1/cluster/status",
@@ -327,10 +333,16 @@ impl FileConfig {
             }
             Some("exhibitor_uri") => {
                 let uri = m.exhibitor_uri.clone().ok_or_else(|| {
-                    invalid("masters.exhibitor_uri", "needed with source = \"exhibitor_uri\"")
+                    invalid(
+                        "masters.exhibitor_uri",
+                        "needed with source = \"exhibitor_uri\"",
+                    )
                 })?;
                 if !uri.starts_with("http://") {
-                    return Err(invalid("masters.exhibitor_uri", format!("{uri:?} is not an http:// URL")));
+                    return Err(invalid(
+                        "masters.exhibitor_uri",
+                        format!("{uri:?} is not an http:// URL"),
+                    ));
                 }
                 MasterSource::Exhibitor(uri)
             }
@@ -342,7 +354,9 @@ impl FileConfig {
             Some(other) => {
                 return Err(invalid(
                     "masters.source",
-                    format!("{other:?} is not one of exhibitor, exhibitor_uri, master_list, static"),
+                    format!(
+                        "{other:?} is not one of exhibitor, exhibitor_uri, master_list, static"
+                    ),
                 ));
             }
         };
@@ -350,16 +364,23 @@ impl FileConfig {
             poll: ms("masters.poll_interval_ms", m.poll_interval_ms, 120_000)?,
             retry: ms("masters.retry_interval_ms", m.retry_interval_ms, 5_000)?,
             http_timeout: ms("masters.http_timeout_ms", m.http_timeout_ms, 30_000)?,
-            file_check: ms("masters.file_check_interval_ms", m.file_check_interval_ms, 1_000)?,
+            file_check: ms(
+                "masters.file_check_interval_ms",
+                m.file_check_interval_ms,
+                1_000,
+            )?,
         };
         let http_listen_text = self
             .http
             .as_ref()
             .and_then(|h| h.listen.clone())
             .unwrap_or_else(|| DEFAULT_HTTP_LISTEN.to_string());
-        let http_listen: SocketAddr = http_listen_text
-            .parse()
-            .map_err(|_| invalid("http.listen", format!("{http_listen_text:?} is not \"ip:port\"")))?;
+        let http_listen: SocketAddr = http_listen_text.parse().map_err(|_| {
+            invalid(
+                "http.listen",
+                format!("{http_listen_text:?} is not \"ip:port\""),
+            )
+        })?;
         let xdp_file = self.xdp.clone().unwrap_or_default();
         let xdp = XdpConfig {
             enabled: xdp_file.enabled.unwrap_or(true),
@@ -488,7 +509,9 @@ mod tests {
         assert!(err_text("upstream_timeout_ms = 0").contains("upstream_timeout_ms"));
         assert!(err_text("[masters]\nstatic = [\"x\"]").contains("masters.static"));
         assert!(err_text("[masters]\nsource = \"zookeeper\"").contains("masters.source"));
-        assert!(err_text("[masters]\nsource = \"exhibitor\"").contains("masters.exhibitor_address"));
+        assert!(
+            err_text("[masters]\nsource = \"exhibitor\"").contains("masters.exhibitor_address")
+        );
         assert!(err_text("[http]\nlisten = \"nope\"").contains("http.listen"));
     }
 }

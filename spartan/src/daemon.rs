@@ -100,6 +100,10 @@ fn spawn_discovery(shared: &Arc<Shared>, config: &Config) -> JoinHandle<()> {
 
 /// Runs the daemon. `reload` reads the configuration anew (SIGHUP).
 pub async fn run(config: Config, reload: impl Fn() -> Result<Config>) -> Result<()> {
+    // Signals first: a SIGTERM during start-up is a clean shutdown too.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     if config.manage_interface {
         match iface::ensure(&config.listen_addresses).await {
             Ok(iface::Placement::Dummy) => {
@@ -108,7 +112,10 @@ pub async fn run(config: Config, reload: impl Fn() -> Result<Config>) -> Result<
             Ok(iface::Placement::Loopback) => {
                 tracing::info!(addrs = ?config.listen_addresses, "no dummy device support: listen addresses put on lo")
             }
-            Err(e) => tracing::error!(error = format!("{e:#}"), "setting up the listen addresses failed"),
+            Err(e) => tracing::error!(
+                error = format!("{e:#}"),
+                "setting up the listen addresses failed"
+            ),
         }
     }
     let stats = Arc::new(Stats::default());
@@ -117,7 +124,10 @@ pub async fn run(config: Config, reload: impl Fn() -> Result<Config>) -> Result<
             Ok(fp) => Some(fp),
             Err(e) => {
                 // Userspace still answers everything; the node keeps its DNS.
-                tracing::error!(error = format!("{e:#}"), "XDP fast path unavailable, answering from userspace only");
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "XDP fast path unavailable, answering from userspace only"
+                );
                 None
             }
         }
@@ -149,7 +159,11 @@ pub async fn run(config: Config, reload: impl Fn() -> Result<Config>) -> Result<
         masters: master_status,
         kernel_path,
     });
-    let handler = Arc::new(Handler::new(local.clone(), forwarder.clone(), stats.clone()));
+    let handler = Arc::new(Handler::new(
+        local.clone(),
+        forwarder.clone(),
+        stats.clone(),
+    ));
     let addrs: Vec<SocketAddr> = config
         .listen_addresses
         .iter()
@@ -194,9 +208,6 @@ pub async fn run(config: Config, reload: impl Fn() -> Result<Config>) -> Result<
         })
     });
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }

@@ -50,7 +50,12 @@ pub async fn ensure(addrs: &[Ipv4Addr]) -> Result<Placement> {
     let handle = connect()?;
     let placement = match link_index(&handle, DEVICE).await? {
         Some(_) => Placement::Dummy,
-        None => match handle.link().add(LinkDummy::new(DEVICE).build()).execute().await {
+        None => match handle
+            .link()
+            .add(LinkDummy::new(DEVICE).build())
+            .execute()
+            .await
+        {
             Ok(()) => Placement::Dummy,
             Err(e) if errno(&e) == Some(libc::EEXIST) => Placement::Dummy,
             // No dummy driver in this kernel (EOPNOTSUPP), or not loadable.
@@ -74,7 +79,12 @@ pub async fn ensure(addrs: &[Ipv4Addr]) -> Result<Placement> {
         .await
         .map_err(|e| anyhow!("bringing {name} up: {e}"))?;
     for addr in addrs {
-        match handle.address().add(index, IpAddr::V4(*addr), 32).execute().await {
+        match handle
+            .address()
+            .add(index, IpAddr::V4(*addr), 32)
+            .execute()
+            .await
+        {
             Ok(()) => {}
             Err(e) if errno(&e) == Some(libc::EEXIST) => {}
             Err(e) => return Err(anyhow!("adding {addr}/32 to {name}: {e}")),
@@ -104,7 +114,11 @@ pub async fn remove(addrs: &[Ipv4Addr]) -> Result<()> {
             match handle.address().del(message).execute().await {
                 Ok(()) => {}
                 // Not there: nothing to remove.
-                Err(e) if matches!(errno(&e), Some(libc::EADDRNOTAVAIL) | Some(libc::ENOENT) | Some(libc::ESRCH)) => {}
+                Err(e)
+                    if matches!(
+                        errno(&e),
+                        Some(libc::EADDRNOTAVAIL) | Some(libc::ENOENT) | Some(libc::ESRCH)
+                    ) => {}
                 Err(e) => return Err(anyhow!("removing {addr}/32 from lo: {e}")),
             }
         }

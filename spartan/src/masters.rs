@@ -272,9 +272,18 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error() {
-        assert!(matches!(exhibitor_hosts("{"), Err(DiscoveryError::BadJson(_))));
-        assert!(matches!(exhibitor_hosts(r#"{"a": 1}"#), Err(DiscoveryError::BadJson(_))));
-        assert!(matches!(exhibitor_hosts(r#"[{"code": 3}]"#), Err(DiscoveryError::BadJson(_))));
+        assert!(matches!(
+            exhibitor_hosts("{"),
+            Err(DiscoveryError::BadJson(_))
+        ));
+        assert!(matches!(
+            exhibitor_hosts(r#"{"a": 1}"#),
+            Err(DiscoveryError::BadJson(_))
+        ));
+        assert!(matches!(
+            exhibitor_hosts(r#"[{"code": 3}]"#),
+            Err(DiscoveryError::BadJson(_))
+        ));
     }
 
     #[test]
@@ -284,14 +293,21 @@ mod tests {
             parse_master_list(p, r#"["10.0.0.1", "10.0.0.2"]"#).unwrap(),
             vec![Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)]
         );
-        assert!(matches!(parse_master_list(p, "[]"), Err(DiscoveryError::Empty)));
+        assert!(matches!(
+            parse_master_list(p, "[]"),
+            Err(DiscoveryError::Empty)
+        ));
         assert!(parse_master_list(p, r#"["nope"]"#).is_err());
         assert!(parse_master_list(p, "garbage").is_err());
     }
 
     #[tokio::test]
     async fn host_names_are_resolved_and_duplicates_dropped() {
-        let hosts = vec!["localhost".to_string(), "127.0.0.1".to_string(), "10.0.0.9".to_string()];
+        let hosts = vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "10.0.0.9".to_string(),
+        ];
         let addrs = resolve(hosts).await.unwrap();
         assert_eq!(addrs, vec![Ipv4Addr::LOCALHOST, Ipv4Addr::new(10, 0, 0, 9)]);
         assert!(resolve(vec!["no-such-host.invalid".into()]).await.is_err());

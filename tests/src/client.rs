@@ -136,3 +136,24 @@ pub fn short_lines(out: &str) -> Vec<String> {
         .map(String::from)
         .collect()
 }
+
+/// One query over TCP from inside `ns`; the parsed reply.
+pub fn query_tcp_in(
+    ns: Option<&Netns>,
+    server: SocketAddr,
+    name: &str,
+    timeout: Duration,
+) -> std::io::Result<Message> {
+    let mut stream = tcp_connect(ns, server)?;
+    stream.set_read_timeout(Some(timeout))?;
+    let id = rand::random();
+    tcp_send(
+        &mut stream,
+        &query_message(id, name, RecordType::A).to_vec().unwrap(),
+    )?;
+    let m = Message::from_vec(&tcp_recv(&mut stream)?).map_err(std::io::Error::other)?;
+    if m.id() != id {
+        return Err(std::io::Error::other("reply ID mismatch"));
+    }
+    Ok(m)
+}

@@ -74,14 +74,12 @@ impl Spartan {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("spartan exited early ({status}):\n{}", self.log_text());
             }
-            let answered = client::query_in(
-                ns,
-                probe,
-                "ready.spartan.",
-                hickory_proto::rr::RecordType::A,
-                Duration::from_millis(300),
-            )
-            .is_ok();
+            // Over TCP, which only the daemon answers (the kernel fast path
+            // may still answer UDP for a daemon that just went away), and
+            // only once this daemon said it is serving.
+            let answered = self.log_text().contains("serving")
+                && client::query_tcp_in(ns, probe, "ready.spartan.", Duration::from_millis(300))
+                    .is_ok();
             if answered {
                 return;
             }

@@ -18,6 +18,7 @@ pub fn require_root() {
 }
 pub mod client;
 pub mod daemon;
+pub mod exhibitor;
 pub mod fault;
 pub mod netns;
 pub mod nsd;

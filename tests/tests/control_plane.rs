@@ -1,0 +1,376 @@
+//! Configuration sources, master discovery, the listen addresses, restarts.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use hickory_proto::{
+    op::Message,
+    rr::{RData, RecordType},
+};
+use spartan::{fastpath::FastPath, fastpath::KernelMaps, zone};
+use tests::{
+    client::{self, query_message, tcp_connect, tcp_recv, tcp_send},
+    daemon::Spartan,
+    exhibitor::{Exhibitor, Mode},
+    netns::{Netns, sh, veth},
+    nsd::Nsd,
+    pins::PinDir,
+    require_root,
+};
+
+fn server() -> SocketAddr {
+    "198.51.100.1:53".parse().unwrap()
+}
+
+fn write_config(text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(tests::netns::unique("cfg"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("spartan.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// zk-1..zk-5 as the daemon answers them (over TCP: userspace, not XDP).
+fn daemon_zk(node: &Netns) -> Vec<String> {
+    let mut stream = tcp_connect(Some(node), server()).expect("TCP to spartan");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    (1..=5)
+        .map(|i| {
+            tcp_send(
+                &mut stream,
+                &query_message(i, &format!("zk-{i}.zk."), RecordType::A)
+                    .to_vec()
+                    .unwrap(),
+            )
+            .unwrap();
+            let m = Message::from_vec(&tcp_recv(&mut stream).unwrap()).unwrap();
+            m.answers()
+                .iter()
+                .map(|r| match r.data() {
+                    RData::A(a) => a.0.to_string(),
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect()
+}
+
+/// zk-1..zk-5 in the kernel's answers map.
+fn kernel_zk(pins: &Path) -> Vec<String> {
+    let answers = KernelMaps::open_pinned(pins).unwrap().answers().unwrap();
+    (1..=5)
+        .map(|i| {
+            let key = zone::answer_key(&format!("zk-{i}.zk.").parse().unwrap(), 1).unwrap();
+            answers
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| {
+                    v.addrs[..v.count as usize]
+                        .iter()
+                        .map(|a| Ipv4Addr::from(*a).to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Waits (bounded) until both the daemon and the kernel serve `want`.
+fn wait_zk(node: &Netns, pins: &Path, want: &[&str], what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        let (d, k) = (daemon_zk(node), kernel_zk(pins));
+        if d == want && k == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: daemon {d:?}, kernel {k:?}, want {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The zk records stay `want` for a while (a failure keeps the last list).
+fn stays_zk(node: &Netns, pins: &Path, want: &[&str], what: &str) {
+    for _ in 0..8 {
+        assert_eq!(daemon_zk(node), want, "{what}: daemon");
+        assert_eq!(kernel_zk(pins), want, "{what}: kernel");
+        std::thread::sleep(Duration::from_millis(150));
+    }
+}
+
+fn node() -> Netns {
+    require_root();
+    let node = Netns::new("spm");
+    node.ip(&["addr", "add", "198.51.100.1/32", "dev", "lo"]);
+    node
+}
+
+fn members(hosts: &[(&str, i64)]) -> Mode {
+    Mode::Members(
+        hosts
+            .iter()
+            .map(|(h, c)| (h.to_string(), *c, false))
+            .collect(),
+    )
+}
+
+#[test]
+fn root_exhibitor_discovery_follows_the_cluster_and_survives_its_failures() {
+    let node = node();
+    let pins = PinDir::new();
+    let _m1 = Nsd::start(&node, "127.0.1.1:5354".parse().unwrap(), "master-1");
+    let _m2 = Nsd::start(&node, "127.0.1.2:5354".parse().unwrap(), "master-2");
+    let ex = Exhibitor::start(
+        &node,
+        "127.0.0.1:8181".parse().unwrap(),
+        members(&[("10.0.0.1", 3)]),
+    );
+    let config = write_config(&format!(
+        "listen_addresses = [\"198.51.100.1\"]\nupstream_resolvers = [\"127.0.0.1:5353\"]\nmesos_port = 5354\n\
+[masters]\nsource = \"exhibitor_uri\"\nexhibitor_uri = \"{}\"\npoll_interval_ms = 200\nretry_interval_ms = 200\nhttp_timeout_ms = 500\n\
+[xdp]\npin_dir = \"{}\"\ndetach_on_exit = true\n",
+        ex.url,
+        pins.path().display()
+    ));
+    let _s = Spartan::start(
+        Some(&node),
+        &["--config".into(), config.display().to_string()],
+        server(),
+    );
+
+    wait_zk(&node, pins.path(), &["10.0.0.1"; 5], "one master");
+    // Serving members first, host names resolved: A B C A B.
+    ex.set(members(&[
+        ("10.0.0.3", 1),
+        ("10.0.0.1", 3),
+        ("localhost", 3),
+    ]));
+    let three = ["10.0.0.1", "127.0.0.1", "10.0.0.3", "10.0.0.1", "127.0.0.1"];
+    wait_zk(&node, pins.path(), &three, "three masters");
+
+    for (fault, what) in [
+        (Mode::Status(500), "HTTP 500"),
+        (Mode::Hang, "a hung connection"),
+        (Mode::Garbage, "garbage JSON"),
+        (Mode::Members(vec![]), "an empty list"),
+    ] {
+        let before = ex.requests.load(Ordering::Relaxed);
+        ex.set(fault);
+        stays_zk(&node, pins.path(), &three, what);
+        assert!(
+            ex.requests.load(Ordering::Relaxed) > before,
+            "{what}: still polling"
+        );
+    }
+
+    let seven: Vec<String> = (11..=17).map(|i| format!("10.0.0.{i}")).collect();
+    ex.set(Mode::Members(
+        seven.iter().map(|h| (h.clone(), 3, false)).collect(),
+    ));
+    wait_zk(
+        &node,
+        pins.path(),
+        &[
+            "10.0.0.11",
+            "10.0.0.12",
+            "10.0.0.13",
+            "10.0.0.14",
+            "10.0.0.15",
+        ],
+        "seven masters",
+    );
+    ex.set(members(&[("10.0.0.99", 3)]));
+    wait_zk(&node, pins.path(), &["10.0.0.99"; 5], "back to one");
+
+    // `*.mesos` follows the list in the same step.
+    for (master, label) in [("127.0.1.1", "master-1"), ("127.0.1.2", "master-2")] {
+        ex.set(members(&[(master, 3)]));
+        wait_zk(&node, pins.path(), &[master; 5], label);
+        let m = client::query_in(
+            Some(&node),
+            server(),
+            "who.mesos.",
+            RecordType::TXT,
+            Duration::from_secs(3),
+        )
+        .unwrap();
+        let txt: Vec<String> = m.answers().iter().map(|r| r.data().to_string()).collect();
+        assert_eq!(txt, vec![label.to_string()]);
+    }
+    let _ = std::fs::remove_dir_all(config.parent().unwrap());
+}
+
+#[test]
+fn root_a_master_list_file_is_reread_when_it_changes() {
+    let node = node();
+    let pins = PinDir::new();
+    let dir = std::env::temp_dir().join(tests::netns::unique("ml"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let list = dir.join("master_list");
+    std::fs::write(&list, "[\"10.0.0.1\"]").unwrap();
+    let config = write_config(&format!(
+        "listen_addresses = [\"198.51.100.1\"]\nupstream_resolvers = [\"127.0.0.1:5353\"]\n\
+[masters]\nsource = \"master_list\"\nmaster_list_file = \"{}\"\nfile_check_interval_ms = 100\nretry_interval_ms = 100\n\
+[xdp]\npin_dir = \"{}\"\ndetach_on_exit = true\n",
+        list.display(),
+        pins.path().display()
+    ));
+    let _s = Spartan::start(
+        Some(&node),
+        &["--config".into(), config.display().to_string()],
+        server(),
+    );
+    wait_zk(&node, pins.path(), &["10.0.0.1"; 5], "initial file");
+    std::fs::write(&list, "[\"10.0.0.1\", \"10.0.0.2\"]").unwrap();
+    let two = ["10.0.0.1", "10.0.0.2", "10.0.0.1", "10.0.0.2", "10.0.0.1"];
+    wait_zk(&node, pins.path(), &two, "edited file");
+    std::fs::write(&list, "not json").unwrap();
+    stays_zk(&node, pins.path(), &two, "garbage file");
+    std::fs::remove_file(&list).unwrap();
+    stays_zk(&node, pins.path(), &two, "missing file");
+    std::fs::write(&list, "[\"10.0.0.5\"]").unwrap();
+    wait_zk(&node, pins.path(), &["10.0.0.5"; 5], "file back");
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(config.parent().unwrap());
+}
+
+#[test]
+fn root_zk_queries_are_answered_all_through_a_restart() {
+    require_root();
+    let pins_node = PinDir::new();
+    let pins_client = PinDir::new();
+    let node = Netns::new("spq");
+    let client_ns = Netns::new("spx");
+    let link = veth(&client_ns, "192.0.2.1/24", &node, "192.0.2.2/24");
+    client_ns.ip(&["route", "add", "198.51.100.0/24", "via", "192.0.2.2"]);
+    let (dir, ifname) = (pins_client.path().to_path_buf(), link.a_if.clone());
+    client_ns.run(move || {
+        let mut fp = FastPath::load(&dir).unwrap();
+        fp.attach(&ifname).unwrap();
+    });
+    let args: Vec<String> = [
+        "--listen",
+        "198.51.100.1",
+        "--masters",
+        "10.0.0.1,10.0.0.2,10.0.0.3",
+        "--upstream",
+        "127.0.0.1:5353",
+        "--xdp-interface",
+        &link.b_if,
+        "--pin-dir",
+        pins_node.path().to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut first = Spartan::start(Some(&node), &args, server());
+
+    // A client asks zk-1.zk every 10 ms, 300 times, while the daemon restarts.
+    let socket = client::udp_socket(Some(&client_ns));
+    let running = Arc::new(AtomicBool::new(true));
+    let (answered, asked) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (r, a, q) = (running.clone(), answered.clone(), asked.clone());
+    let asker = std::thread::spawn(move || {
+        let mut failures = Vec::new();
+        for i in 0..300u16 {
+            if !r.load(Ordering::Relaxed) && i > 100 {
+                break;
+            }
+            q.fetch_add(1, Ordering::Relaxed);
+            let wire = query_message(i, "zk-1.zk.", RecordType::A)
+                .to_vec()
+                .unwrap();
+            match client::exchange_udp(&socket, server(), &wire, Duration::from_secs(1)) {
+                Ok(reply) if Message::from_vec(&reply).is_ok_and(|m| m.answers().len() == 1) => {
+                    a.fetch_add(1, Ordering::Relaxed);
+                }
+                other => failures.push((i, format!("{other:?}"))),
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        failures
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(first.stop().unwrap().success());
+    std::thread::sleep(Duration::from_millis(300));
+    let _second = Spartan::start(Some(&node), &args, server());
+    std::thread::sleep(Duration::from_millis(300));
+    running.store(false, Ordering::Relaxed);
+    let failures = asker.join().unwrap();
+    assert!(
+        failures.is_empty(),
+        "unanswered during the restart: {failures:?}"
+    );
+    assert_eq!(
+        answered.load(Ordering::Relaxed),
+        asked.load(Ordering::Relaxed)
+    );
+    assert!(asked.load(Ordering::Relaxed) >= 100);
+}
+
+#[test]
+fn root_the_listen_addresses_are_created_and_spartan_down_removes_them() {
+    require_root();
+    let pins = PinDir::new();
+    let ns = Netns::new("spi");
+    let addrs_of =
+        |ns: &Netns| String::from_utf8_lossy(&ns.ip(&["-br", "addr", "show"]).stdout).to_string();
+    let links_of =
+        |ns: &Netns| String::from_utf8_lossy(&ns.ip(&["-br", "link", "show"]).stdout).to_string();
+    let (addrs_before, links_before) = (addrs_of(&ns), links_of(&ns));
+    let args: Vec<String> = [
+        "--upstream",
+        "127.0.0.1:5353",
+        "--pin-dir",
+        pins.path().to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for round in 0..2 {
+        // Default listen addresses: 198.51.100.1-3; created twice is fine.
+        let mut s = Spartan::start(Some(&ns), &args, server());
+        let addrs = addrs_of(&ns);
+        for a in ["198.51.100.1/32", "198.51.100.2/32", "198.51.100.3/32"] {
+            assert!(addrs.contains(a), "round {round}: {a} missing in {addrs}");
+        }
+        for probe in ["198.51.100.2:53", "198.51.100.3:53"] {
+            let m = client::query_in(
+                Some(&ns),
+                probe.parse().unwrap(),
+                "ready.spartan.",
+                RecordType::A,
+                Duration::from_secs(3),
+            );
+            assert!(m.is_ok(), "answers on {probe}");
+        }
+        let status = s.stop().unwrap();
+        assert!(
+            status.success(),
+            "round {round}: {status}\n{}",
+            s.log_text()
+        );
+    }
+    let bin = tests::daemon::spartan_bin();
+    sh(ns.command(bin.to_str().unwrap()).args([
+        "down",
+        "--pin-dir",
+        pins.path().to_str().unwrap(),
+    ]));
+    assert_eq!(addrs_of(&ns), addrs_before, "addresses as they were");
+    assert_eq!(links_of(&ns), links_before, "links as they were");
+    assert!(!pins.path().exists(), "pins removed");
+}
