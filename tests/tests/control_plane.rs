@@ -374,3 +374,69 @@ fn root_the_listen_addresses_are_created_and_spartan_down_removes_them() {
     assert_eq!(links_of(&ns), links_before, "links as they were");
     assert!(!pins.path().exists(), "pins removed");
 }
+
+#[test]
+fn root_sighup_reloads_the_configuration_without_dropping_a_query() {
+    let node = node();
+    let _r1 = Nsd::start(&node, "127.0.0.1:5353".parse().unwrap(), "resolver-1");
+    let _r2 = Nsd::start(&node, "127.0.0.2:5353".parse().unwrap(), "resolver-2");
+    let config = write_config(
+        "listen_addresses = [\"198.51.100.1\"]\nupstream_resolvers = [\"127.0.0.1:5353\"]\n[xdp]\nenabled = false\n",
+    );
+    let s = Spartan::start(
+        Some(&node),
+        &["--config".into(), config.display().to_string()],
+        server(),
+    );
+    let who = || {
+        let m = client::query_in(
+            Some(&node),
+            server(),
+            "who.example.net.",
+            RecordType::TXT,
+            Duration::from_secs(2),
+        )
+        .expect("answered");
+        m.answers()
+            .iter()
+            .map(|r| r.data().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(who(), vec!["resolver-1"]);
+    // A client keeps asking while the configuration is swapped.
+    let socket = client::udp_socket(Some(&node));
+    let asker = std::thread::spawn(move || {
+        let mut lost = 0;
+        for i in 0..150u16 {
+            let wire = query_message(i, "www.example.net.", RecordType::A)
+                .to_vec()
+                .unwrap();
+            if client::exchange_udp(&socket, server(), &wire, Duration::from_secs(2)).is_err() {
+                lost += 1;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        lost
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::write(&config, "listen_addresses = [\"198.51.100.1\"]\nupstream_resolvers = [\"127.0.0.2:5353\"]\n[xdp]\nenabled = false\n").unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(s.pid() as i32, libc::SIGHUP) };
+    assert_eq!(asker.join().unwrap(), 0, "no query lost across the reload");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while who() != vec!["resolver-2"] {
+        assert!(Instant::now() < deadline, "reload took effect");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A broken file on SIGHUP keeps the running configuration.
+    std::fs::write(&config, "upstream_resolvers = [\"198.51.100.1\"]\n").unwrap();
+    unsafe { libc::kill(s.pid() as i32, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(who(), vec!["resolver-2"]);
+    assert!(
+        s.log_text().contains("keeping the running one"),
+        "{}",
+        s.log_text()
+    );
+    let _ = std::fs::remove_dir_all(config.parent().unwrap());
+}
