@@ -65,6 +65,8 @@ pub struct FileConfig {
     pub max_in_flight: Option<usize>,
     pub max_tcp_connections: Option<usize>,
     pub tcp_idle_timeout_ms: Option<u64>,
+    /// How often the daemon checks itself (ready.spartan over UDP and TCP).
+    pub self_check_interval_ms: Option<u64>,
     /// Create the `spartan` device (or put the addresses on `lo`).
     pub manage_interface: Option<bool>,
     pub masters: Option<MastersFile>,
@@ -128,6 +130,8 @@ pub struct Config {
     pub max_tcp_connections: usize,
     #[serde(serialize_with = "ser_ms")]
     pub tcp_idle_timeout: Duration,
+    #[serde(serialize_with = "ser_ms")]
+    pub self_check_interval: Duration,
     pub manage_interface: bool,
     pub masters: MasterSource,
     pub master_intervals: Intervals,
@@ -403,6 +407,7 @@ impl FileConfig {
             max_in_flight,
             max_tcp_connections,
             tcp_idle_timeout,
+            self_check_interval: ms("self_check_interval_ms", self.self_check_interval_ms, 5_000)?,
             manage_interface: self.manage_interface.unwrap_or(true),
             masters,
             master_intervals,

@@ -42,6 +42,9 @@ pub struct Shared {
     pub forwarder: Arc<Forwarder>,
     pub masters: Arc<MasterStatus>,
     pub kernel_path: bool,
+    pub health: Arc<crate::selfcheck::Health>,
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+    pub max_in_flight: usize,
 }
 
 /// Loads and attaches the XDP program; returns it with its maps.
@@ -158,6 +161,9 @@ pub async fn run(config: Config, reload: impl Fn() -> Result<Config>) -> Result<
         forwarder: forwarder.clone(),
         masters: master_status,
         kernel_path,
+        health: Arc::new(crate::selfcheck::Health::default()),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
+        max_in_flight: config.max_in_flight,
     });
     let handler = Arc::new(Handler::new(
         local.clone(),
@@ -174,8 +180,22 @@ pub async fn run(config: Config, reload: impl Fn() -> Result<Config>) -> Result<
         max_tcp_connections: config.max_tcp_connections,
         tcp_idle_timeout: config.tcp_idle_timeout,
     };
-    let server = Server::start(&addrs, handler, limits).await?;
+    let server = Server::start(&addrs, handler, limits, shared.in_flight.clone()).await?;
     let mut discovery = spawn_discovery(&shared, &config);
+    let http = match crate::http::start(config.http_listen, shared.clone()).await {
+        Ok(task) => Some(task),
+        Err(e) => {
+            // DNS matters more than the API: keep serving, say why.
+            tracing::error!(error = format!("{e:#}"), "HTTP API unavailable");
+            None
+        }
+    };
+    let self_check = tokio::spawn(crate::selfcheck::run(
+        addrs[0],
+        config.self_check_interval,
+        shared.health.clone(),
+        crate::notify::watchdog_ping,
+    ));
     tracing::info!(
         udp = ?server.udp_addrs,
         upstreams = ?config.upstream_resolvers,
@@ -233,6 +253,10 @@ pub async fn run(config: Config, reload: impl Fn() -> Result<Config>) -> Result<
         }
     }
     discovery.abort();
+    self_check.abort();
+    if let Some(h) = http {
+        h.abort();
+    }
     if let Some(h) = heartbeat {
         h.abort();
     }

@@ -17,8 +17,17 @@ use spartan_common::ANSWER_NEEDS_HEARTBEAT;
 #[derive(Parser)]
 #[command(version, about = "Spartan: node-local DNS with an XDP fast path")]
 struct Cli {
+    /// Log format: human-readable text or one JSON object a line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -33,6 +42,9 @@ enum Command {
         /// Where the maps are pinned.
         #[arg(long, default_value = spartan_common::PIN_DIR)]
         pin_dir: PathBuf,
+        /// The daemon's HTTP API, for its own view.
+        #[arg(long, default_value = config::DEFAULT_HTTP_LISTEN)]
+        http: String,
     },
     /// Remove what Spartan added to the node: XDP links and map pins, the
     /// listen addresses and the `spartan` device.
@@ -179,14 +191,17 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SPARTAN_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SPARTAN_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().init(),
+    }
     match cli.command {
         Command::Run(args) => {
             let config = args.load()?;
@@ -201,7 +216,11 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", toml::to_string_pretty(&config)?);
             Ok(())
         }
-        Command::Stats { pin_dir } => stats(&pin_dir),
+        Command::Stats { pin_dir, http } => {
+            let kernel = stats(&pin_dir);
+            daemon_view(&http);
+            kernel
+        }
         Command::Down(args) => {
             let config = args.load()?;
             FastPath::remove_pins(&config.xdp.pin_dir)?;
@@ -262,6 +281,31 @@ fn stats(pin_dir: &Path) -> Result<()> {
         ),
     }
     Ok(())
+}
+
+/// The running daemon's own counters, from its HTTP API.
+fn daemon_view(http: &str) {
+    let url = format!("http://{http}/v1/stats");
+    let fetched = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()
+        .and_then(|rt| {
+            rt.block_on(async {
+                let client = reqwest::Client::builder()
+                    .timeout(std::time::Duration::from_secs(2))
+                    .build()
+                    .ok()?;
+                client.get(&url).send().await.ok()?.text().await.ok()
+            })
+        });
+    match fetched.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()) {
+        Some(v) => println!(
+            "daemon ({url}):\n{}",
+            serde_json::to_string_pretty(&v).unwrap_or_default()
+        ),
+        None => println!("daemon: not running (nothing at {url})"),
+    }
 }
 
 /// ns per packet of the XDP program on four kinds of frame.

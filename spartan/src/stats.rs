@@ -11,6 +11,8 @@ macro_rules! counters {
         #[derive(Debug, Default)]
         pub struct Stats {
             $($(#[$doc])* pub $name: AtomicU64,)*
+            /// Queries by protocol and outcome, answers by source and rcode.
+            pub breakdown: Breakdown,
         }
 
         /// A copy of [`Stats`] at one moment.
@@ -63,5 +65,116 @@ counters! {
 impl Stats {
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Who produced an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The local zones (and error replies Spartan makes for bad queries).
+    Local = 0,
+    /// An upstream's reply, relayed.
+    Upstream = 1,
+    /// A SERVFAIL Spartan made because every upstream failed.
+    Generated = 2,
+}
+
+impl Source {
+    pub const ALL: [Source; 3] = [Source::Local, Source::Upstream, Source::Generated];
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Local => "local",
+            Source::Upstream => "upstream",
+            Source::Generated => "generated",
+        }
+    }
+}
+
+/// What became of a query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered from the local zones.
+    Local = 0,
+    /// Forwarded upstream.
+    Forwarded = 1,
+    /// Answered with an error (FORMERR, NOTIMP, BADVERS, REFUSED).
+    Error = 2,
+    /// Dropped: garbage, a response, or overload.
+    Dropped = 3,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Local,
+        Outcome::Forwarded,
+        Outcome::Error,
+        Outcome::Dropped,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Local => "local",
+            Outcome::Forwarded => "forwarded",
+            Outcome::Error => "error",
+            Outcome::Dropped => "dropped",
+        }
+    }
+}
+
+/// RCODEs tracked per answer source (0..=23 covers every assigned one that
+/// fits a reply header plus the EDNS-extended ones Spartan sends).
+pub const RCODES: usize = 24;
+
+/// Queries by protocol and outcome; answers by source and rcode.
+#[derive(Debug)]
+pub struct Breakdown {
+    /// [udp, tcp][outcome]
+    queries: [[AtomicU64; 4]; 2],
+    /// [source][rcode]
+    answers: [[AtomicU64; RCODES]; 3],
+}
+
+impl Default for Breakdown {
+    fn default() -> Self {
+        Self {
+            queries: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            answers: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+        }
+    }
+}
+
+impl Breakdown {
+    pub fn query(&self, tcp: bool, outcome: Outcome) {
+        self.queries[tcp as usize][outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn answer(&self, source: Source, rcode: u16) {
+        let rcode = (rcode as usize).min(RCODES - 1);
+        self.answers[source as usize][rcode].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (protocol, outcome, count) for every non-zero pair.
+    pub fn queries(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut out = Vec::new();
+        for (p, proto) in ["udp", "tcp"].iter().enumerate() {
+            for o in Outcome::ALL {
+                let v = self.queries[p][o as usize].load(Ordering::Relaxed);
+                out.push((*proto, o.name(), v));
+            }
+        }
+        out
+    }
+
+    /// (source, rcode, count) for every non-zero pair.
+    pub fn answers(&self) -> Vec<(&'static str, u16, u64)> {
+        let mut out = Vec::new();
+        for src in Source::ALL {
+            for (rcode, v) in self.answers[src as usize].iter().enumerate() {
+                let v = v.load(Ordering::Relaxed);
+                if v > 0 {
+                    out.push((src.name(), rcode as u16, v));
+                }
+            }
+        }
+        out
     }
 }

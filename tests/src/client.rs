@@ -157,3 +157,27 @@ pub fn query_tcp_in(
     }
     Ok(m)
 }
+
+/// A plain HTTP/1.1 GET from inside `ns`: (status, body).
+pub fn http_get(
+    ns: Option<&Netns>,
+    server: SocketAddr,
+    path: &str,
+) -> std::io::Result<(u16, String)> {
+    let mut stream = tcp_connect(ns, server)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status line: {head}")))?;
+    Ok((status, body.to_string()))
+}

@@ -8,7 +8,16 @@ use hickory_proto::{
 };
 
 use super::local;
-use crate::{forward::Forwarder, local_data::LocalData, stats::Stats};
+use crate::{
+    forward::Forwarder,
+    local_data::LocalData,
+    stats::{Outcome, Source, Stats},
+};
+
+/// The RCODE in a reply's header (the low four bits).
+fn header_rcode(reply: &[u8]) -> u16 {
+    reply.get(3).map_or(0, |b| (b & 0x0f) as u16)
+}
 
 /// How a query arrived; a TCP query is forwarded over TCP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,7 +79,22 @@ impl Handler {
     /// Everything that can be answered at once (local zones, errors) is
     /// answered here, without waiting; the rest is to be forwarded.
     pub fn decide(&self, wire: &[u8], transport: Transport) -> Decision {
-        let reply = Decision::from;
+        let tcp = transport == Transport::Tcp;
+        let (decision, outcome, rcode) = self.decide_inner(wire, transport);
+        let b = &self.stats.breakdown;
+        b.query(tcp, outcome);
+        if matches!(decision, Decision::Reply(_)) {
+            b.answer(Source::Local, rcode);
+        }
+        decision
+    }
+
+    /// The decision, how to count it, and the RCODE of a reply.
+    fn decide_inner(&self, wire: &[u8], transport: Transport) -> (Decision, Outcome, u16) {
+        let error = |r: Option<Vec<u8>>, rcode: u16| match r {
+            Some(r) => (Decision::Reply(r), Outcome::Error, rcode),
+            None => (Decision::Drop, Outcome::Dropped, 0),
+        };
         let udp = transport == Transport::Udp;
         Stats::inc(if udp {
             &self.stats.queries_udp
@@ -86,33 +110,39 @@ impl Handler {
                 } else {
                     &self.stats.dropped_garbage
                 });
-                return Decision::from(reply);
+                return error(reply, 1);
             }
         };
         if query.message_type() != MessageType::Query {
             Stats::inc(&self.stats.dropped_garbage);
-            return Decision::Drop;
+            return (Decision::Drop, Outcome::Dropped, 0);
         }
         if query.op_code() != OpCode::Query {
             Stats::inc(&self.stats.notimp);
-            return reply(local::encode(
-                &query,
-                local::response_to(&query, ResponseCode::NotImp),
-                udp,
-            ));
+            return error(
+                local::encode(
+                    &query,
+                    local::response_to(&query, ResponseCode::NotImp),
+                    udp,
+                ),
+                4,
+            );
         }
         // RFC 9619: exactly one question.
         if query.queries().len() != 1 {
             Stats::inc(&self.stats.formerr);
-            return reply(local::encode(
-                &query,
-                local::response_to(&query, ResponseCode::FormErr),
-                udp,
-            ));
+            return error(
+                local::encode(
+                    &query,
+                    local::response_to(&query, ResponseCode::FormErr),
+                    udp,
+                ),
+                1,
+            );
         }
         if query.extensions().as_ref().is_some_and(|e| e.version() > 0) {
             Stats::inc(&self.stats.badvers);
-            return reply(local::encode(&query, local::badvers(&query), udp));
+            return error(local::encode(&query, local::badvers(&query), udp), 16);
         }
         let question = &query.queries()[0];
         let name = LowerName::new(question.name());
@@ -127,8 +157,14 @@ impl Handler {
                     .expect("zone_for matched");
                 local::local_answer(&query, answer)
             };
-            return Decision::from(local::encode(&query, reply, udp));
+            return match local::encode(&query, reply, udp) {
+                Some(r) => {
+                    let rcode = header_rcode(&r);
+                    (Decision::Reply(r), Outcome::Local, rcode)
+                }
+                None => (Decision::Drop, Outcome::Dropped, 0),
+            };
         }
-        Decision::Forward(Box::new(query))
+        (Decision::Forward(Box::new(query)), Outcome::Forwarded, 0)
     }
 }

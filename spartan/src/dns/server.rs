@@ -48,8 +48,8 @@ impl Server {
         addrs: &[SocketAddr],
         handler: Arc<Handler>,
         limits: Limits,
+        in_flight: Arc<Semaphore>,
     ) -> Result<Self> {
-        let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
         let connections = Arc::new(Semaphore::new(limits.max_tcp_connections));
         let mut tasks = JoinSet::new();
         let mut udp_addrs = Vec::new();

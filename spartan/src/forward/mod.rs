@@ -17,7 +17,11 @@ use hickory_proto::{
 use tokio::{sync::mpsc, time::Instant};
 use upstream::{Outcome, Upstream, UpstreamSet};
 
-use crate::{config::Config, dns::Transport, stats::Stats};
+use crate::{
+    config::Config,
+    dns::Transport,
+    stats::{Source, Stats},
+};
 
 /// Where a name goes.
 pub struct Routes {
@@ -110,6 +114,19 @@ impl Forwarder {
         routes.resolvers.clone()
     }
 
+    /// Every route with its name, for reporting.
+    pub fn all_routes(&self) -> Vec<(String, Arc<UpstreamSet>)> {
+        let routes = self.routes.read().expect("routes lock").clone();
+        let mut out = vec![
+            ("resolvers".to_string(), routes.resolvers.clone()),
+            ("mesos".to_string(), routes.masters.clone()),
+        ];
+        for (zone, set) in &routes.zones {
+            out.push((zone.to_string(), set.clone()));
+        }
+        out
+    }
+
     /// Every upstream of every route, for reporting.
     pub fn all_upstreams(&self) -> Vec<(String, Arc<Upstream>)> {
         let routes = self.routes.read().expect("routes lock").clone();
@@ -183,7 +200,7 @@ impl Forwarder {
                     }
                     Err(_) => {
                         Stats::inc(&stats.upstream_errors);
-                        (Outcome::NoReply, None)
+                        (Outcome::Error, None)
                     }
                 };
                 upstream.record(outcome, started.elapsed());
@@ -196,6 +213,9 @@ impl Forwarder {
             match tokio::time::timeout_at(overall, rx.recv()).await {
                 Ok(Some((Outcome::Usable, Some(reply)))) => {
                     Stats::inc(&self.stats.answered_upstream);
+                    self.stats
+                        .breakdown
+                        .answer(Source::Upstream, (reply[3] & 0x0f) as u16);
                     return exchange::with_id(&reply, query.id());
                 }
                 Ok(Some((_, Some(reply)))) => {
@@ -205,11 +225,17 @@ impl Forwarder {
                 Ok(None) | Err(_) => break,
             }
         }
+        set.failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(reply) = fallback {
             Stats::inc(&self.stats.answered_upstream);
+            self.stats
+                .breakdown
+                .answer(Source::Upstream, (reply[3] & 0x0f) as u16);
             return exchange::with_id(&reply, query.id());
         }
         Stats::inc(&self.stats.servfail_generated);
+        self.stats.breakdown.answer(Source::Generated, 2);
         crate::dns::servfail(query)
     }
 }

@@ -32,7 +32,14 @@ struct Health {
 pub struct Upstream {
     pub addr: SocketAddr,
     health: Mutex<Health>,
+    /// Request latency in seconds, every outcome.
+    pub latency: prometheus_client::metrics::histogram::Histogram,
+    /// Failures by reason: [rcode, timeout, network].
+    pub failures_by_reason: [std::sync::atomic::AtomicU64; 3],
 }
+
+/// Names of `failures_by_reason`, in order.
+pub const FAILURE_REASONS: [&str; 3] = ["rcode", "timeout", "network"];
 
 /// How one exchange with an upstream ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,8 +48,10 @@ pub enum Outcome {
     Usable,
     /// A reply with another rcode (SERVFAIL, REFUSED, ...).
     Failed,
-    /// No reply in time, or a network error.
+    /// No reply in time.
     NoReply,
+    /// A network error or a malformed reply.
+    Error,
 }
 
 impl Upstream {
@@ -56,6 +65,10 @@ impl Upstream {
                 successes: 0,
                 failures_total: 0,
             }),
+            latency: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets_range(0.001, 5.0, 14),
+            ),
+            failures_by_reason: Default::default(),
         }
     }
 
@@ -72,6 +85,16 @@ impl Upstream {
 
     /// Records one exchange; `latency` is how long it took.
     pub fn record(&self, outcome: Outcome, latency: Duration) {
+        self.latency.observe(latency.as_secs_f64());
+        let reason = match outcome {
+            Outcome::Usable => None,
+            Outcome::Failed => Some(0),
+            Outcome::NoReply => Some(1),
+            Outcome::Error => Some(2),
+        };
+        if let Some(r) = reason {
+            self.failures_by_reason[r].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let now = Instant::now();
         let mut h = self.health.lock().expect("health lock");
         let failures = Self::decayed(&h, now);
@@ -87,7 +110,7 @@ impl Upstream {
                     h.latency_ms * (1.0 - LATENCY_ALPHA) + ms * LATENCY_ALPHA
                 };
             }
-            Outcome::Failed | Outcome::NoReply => {
+            Outcome::Failed | Outcome::NoReply | Outcome::Error => {
                 h.failures_total += 1;
                 h.failures += 1.0;
                 h.latency_ms = h.latency_ms * (1.0 - LATENCY_ALPHA) + ms * LATENCY_ALPHA;
@@ -109,6 +132,8 @@ impl Upstream {
 pub struct UpstreamSet {
     pub upstreams: Vec<std::sync::Arc<Upstream>>,
     last_probe: Mutex<Instant>,
+    /// Forwarded queries of this route that ended without a usable answer.
+    pub failures: std::sync::atomic::AtomicU64,
 }
 
 impl UpstreamSet {
@@ -119,6 +144,7 @@ impl UpstreamSet {
                 .map(|a| std::sync::Arc::new(Upstream::new(*a)))
                 .collect(),
             last_probe: Mutex::new(Instant::now()),
+            failures: std::sync::atomic::AtomicU64::new(0),
         }
     }
 

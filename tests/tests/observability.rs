@@ -1,0 +1,284 @@
+//! Metrics, the HTTP API and health, scraped from the real daemon.
+
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
+
+use hickory_proto::rr::RecordType;
+use tests::{
+    client::{self, http_get, query_in, query_tcp_in},
+    daemon::Spartan,
+    netns::{Netns, sh},
+    nsd::Nsd,
+    pins::PinDir,
+    require_root,
+};
+
+fn server() -> SocketAddr {
+    "198.51.100.1:53".parse().unwrap()
+}
+
+fn api() -> SocketAddr {
+    "127.0.0.1:62080".parse().unwrap()
+}
+
+fn node() -> Netns {
+    require_root();
+    let node = Netns::new("spo");
+    node.ip(&["addr", "add", "198.51.100.1/32", "dev", "lo"]);
+    node
+}
+
+fn config(pins: &PinDir, self_check_ms: u64) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(tests::netns::unique("cfg"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("spartan.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen_addresses = [\"198.51.100.1\"]\nupstream_resolvers = [\"127.0.0.1:5353\", \"127.0.0.3:5353\"]\n\
+upstream_timeout_ms = 300\nquery_deadline_ms = 1000\nself_check_interval_ms = {self_check_ms}\n\
+[masters]\nstatic = [\"10.0.0.1\"]\n[xdp]\npin_dir = \"{}\"\ndetach_on_exit = true\n",
+            pins.path().display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Every sample of a scrape, keyed by name and sorted labels.
+fn scrape(node: &Netns) -> HashMap<String, f64> {
+    let (status, body) = http_get(Some(node), api(), "/metrics").expect("scrape");
+    assert_eq!(status, 200);
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    let parsed = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
+    let mut out = HashMap::new();
+    for s in parsed.samples {
+        let mut labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        labels.sort();
+        let v = match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => continue,
+        };
+        out.insert(format!("{}{{{}}}", s.metric, labels.join(",")), v);
+    }
+    out
+}
+
+fn delta(before: &HashMap<String, f64>, after: &HashMap<String, f64>, key: &str) -> f64 {
+    let a = after.get(key).copied().unwrap_or_else(|| {
+        panic!(
+            "no sample {key}; have {:?}",
+            after
+                .keys()
+                .filter(|k| k.starts_with(key.split('{').next().unwrap()))
+                .collect::<Vec<_>>()
+        )
+    });
+    a - before.get(key).copied().unwrap_or(0.0)
+}
+
+#[test]
+fn root_metrics_count_a_known_sequence_exactly() {
+    let node = node();
+    let pins = PinDir::new();
+    let _nsd = Nsd::start(&node, "127.0.0.1:5353".parse().unwrap(), "resolver-1");
+    for proto in ["udp", "tcp"] {
+        sh(node.command("iptables").args([
+            "-A",
+            "INPUT",
+            "-d",
+            "127.0.0.3",
+            "-p",
+            proto,
+            "--dport",
+            "5353",
+            "-j",
+            "DROP",
+        ]));
+    }
+    let cfg = config(&pins, 3_600_000);
+    let _s = Spartan::start(
+        Some(&node),
+        &["--config".into(), cfg.display().to_string()],
+        server(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let before = scrape(&node);
+
+    let t = Duration::from_secs(3);
+    for _ in 0..3 {
+        query_in(Some(&node), server(), "ready.spartan.", RecordType::A, t).unwrap();
+    }
+    for _ in 0..2 {
+        query_tcp_in(Some(&node), server(), "zk-1.zk.", t).unwrap();
+    }
+    query_in(Some(&node), server(), "ready.spartan.", RecordType::AAAA, t).unwrap();
+    for _ in 0..4 {
+        let m = query_in(Some(&node), server(), "www.example.net.", RecordType::A, t).unwrap();
+        assert_eq!(m.answers().len(), 1);
+    }
+    // Let the blackholed upstream's exchanges time out (300 ms).
+    std::thread::sleep(Duration::from_millis(800));
+    let after = scrape(&node);
+
+    let d = |k: &str| delta(&before, &after, k);
+    assert_eq!(d("spartan_kernel_total{counter=answered}"), 3.0);
+    assert_eq!(d("spartan_answers_total{rcode=NOERROR,source=kernel}"), 3.0);
+    assert_eq!(d("spartan_queries_total{outcome=local,protocol=tcp}"), 2.0);
+    assert_eq!(d("spartan_queries_total{outcome=local,protocol=udp}"), 1.0);
+    assert_eq!(
+        d("spartan_queries_total{outcome=forwarded,protocol=udp}"),
+        4.0
+    );
+    assert_eq!(d("spartan_answers_total{rcode=NOERROR,source=local}"), 3.0);
+    assert_eq!(
+        d("spartan_answers_total{rcode=NOERROR,source=upstream}"),
+        4.0
+    );
+    assert_eq!(
+        d("spartan_upstream_successes_total{upstream=127.0.0.1:5353,zone=resolvers}"),
+        4.0
+    );
+    assert_eq!(
+        d("spartan_upstream_failures_total{reason=timeout,upstream=127.0.0.3:5353,zone=resolvers}"),
+        4.0
+    );
+    assert_eq!(
+        d("spartan_upstream_failures_total{reason=timeout,upstream=127.0.0.1:5353,zone=resolvers}"),
+        0.0
+    );
+    assert_eq!(
+        d(
+            "spartan_upstream_request_duration_seconds_count{upstream=127.0.0.1:5353,zone=resolvers}"
+        ),
+        4.0
+    );
+    assert_eq!(d("spartan_forward_failures_total{zone=resolvers}"), 0.0);
+    assert_eq!(
+        after["spartan_zone_records{zone=zk.}"], 7.0,
+        "SOA, NS, zk-1..5"
+    );
+    assert_eq!(
+        after["spartan_zone_records{zone=spartan.}"], 4.0,
+        "SOA, NS, ns, ready"
+    );
+    assert_eq!(after["spartan_in_flight{}"], 0.0);
+    assert_eq!(after["spartan_masters{}"], 1.0);
+    assert!(after["spartan_masters_last_success_timestamp_seconds{}"] > 1.0e9);
+    assert!(
+        after["spartan_upstream_score{upstream=127.0.0.3:5353,zone=resolvers}"]
+            > after["spartan_upstream_score{upstream=127.0.0.1:5353,zone=resolvers}"]
+    );
+    assert!(after.keys().any(|k| k.starts_with("spartan_build_info{")));
+}
+
+#[test]
+fn root_the_json_api_shows_what_the_zones_hold() {
+    let node = node();
+    let pins = PinDir::new();
+    let cfg = config(&pins, 3_600_000);
+    let _s = Spartan::start(
+        Some(&node),
+        &["--config".into(), cfg.display().to_string()],
+        server(),
+    );
+    let get = |path: &str| {
+        let (status, body) = http_get(Some(&node), api(), path).unwrap();
+        (
+            status,
+            serde_json::from_str::<serde_json::Value>(&body).unwrap_or(serde_json::Value::Null),
+        )
+    };
+    let (status, v) = get("/v1/version");
+    assert_eq!((status, v["spartan"].as_str().is_some()), (200, true));
+    let (_, records) = get("/v1/records");
+    let records = records.as_array().unwrap();
+    assert!(
+        records
+            .iter()
+            .any(|r| r["name"] == "ready.spartan." && r["type"] == "A" && r["data"] == "127.0.0.1")
+    );
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r["type"] == "A" && r["name"].as_str().unwrap().ends_with(".zk."))
+            .count(),
+        5
+    );
+    let (status, hosts) = get("/v1/hosts/zk-3.zk");
+    assert_eq!(status, 200);
+    assert_eq!(
+        hosts,
+        serde_json::json!([{"host": "zk-3.zk", "ip": "10.0.0.1"}])
+    );
+    assert_eq!(get("/v1/hosts/nope.zk").0, 404);
+    let (_, ups) = get("/v1/upstreams");
+    assert_eq!(
+        ups.as_array().unwrap().len(),
+        3,
+        "two resolvers and one master: {ups}"
+    );
+    assert_eq!(
+        http_get(Some(&node), api(), "/no/such/path").unwrap().0,
+        404
+    );
+    // Not on the DNS address unless configured.
+    assert!(
+        http_get(
+            Some(&node),
+            "198.51.100.1:62080".parse().unwrap(),
+            "/v1/version"
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn root_healthz_follows_the_self_check() {
+    let node = node();
+    let pins = PinDir::new();
+    let cfg = config(&pins, 300);
+    let s = Spartan::start(
+        Some(&node),
+        &["--config".into(), cfg.display().to_string()],
+        server(),
+    );
+    let health = |path: &str| http_get(Some(&node), api(), path).unwrap().0;
+    let wait = |want: u16| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while health("/healthz") != want {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "/healthz never became {want}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait(200);
+    assert_eq!(health("/readyz"), 200);
+    // Block the listen sockets (TCP: UDP is answered by XDP before netfilter).
+    for proto in ["udp", "tcp"] {
+        sh(node.command("iptables").args([
+            "-A",
+            "INPUT",
+            "-d",
+            "198.51.100.1",
+            "-p",
+            proto,
+            "--dport",
+            "53",
+            "-j",
+            "DROP",
+        ]));
+    }
+    wait(503);
+    assert!(
+        s.log_text().contains("self-check failed"),
+        "{}",
+        s.log_text()
+    );
+    sh(node.command("iptables").args(["-F", "INPUT"]));
+    wait(200);
+    let _ = client::udp_socket(Some(&node));
+}
