@@ -17,6 +17,7 @@ pub mod iface;
 pub mod local_data;
 pub mod masters;
 pub mod metrics;
+pub mod node;
 pub mod notify;
 pub mod selfcheck;
 pub mod stats;

@@ -49,6 +49,52 @@ enum Command {
     /// Remove what Spartan added to the node: XDP links and map pins, the
     /// listen addresses and the `spartan` device.
     Down(ConfigArgs),
+    /// Ask `ready.spartan` at the listen addresses; when none answers, wait,
+    /// ask again, and restart the daemon through systemd. Exit 0 when Spartan
+    /// answers, 1 when it did not (and the action ran).
+    Watchdog {
+        /// Addresses to ask.
+        #[arg(long, value_delimiter = ',', default_values_t = config::DEFAULT_LISTEN)]
+        addresses: Vec<Ipv4Addr>,
+        #[arg(long, default_value_t = 53)]
+        port: u16,
+        /// Timeout of each query, milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        timeout_ms: u64,
+        /// Wait before the second check, milliseconds.
+        #[arg(long, default_value_t = 60_000)]
+        wait_ms: u64,
+        /// The systemd service to restart.
+        #[arg(long, default_value = "spartan.service")]
+        service: String,
+        /// The command to run instead of `systemctl kill --signal=SIGKILL SERVICE`.
+        #[arg(long, num_args = 1.., allow_hyphen_values = true)]
+        action: Vec<String>,
+        /// Say what would be done, do nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write resolv.conf: Spartan's answering addresses, else up to three
+    /// shuffled upstream resolvers. Atomic, and untouched when unchanged.
+    Genresolv {
+        /// The file to write.
+        #[arg(long, default_value = "/etc/resolv.conf")]
+        output: PathBuf,
+        /// Spartan's addresses to try.
+        #[arg(long, value_delimiter = ',', default_values_t = config::DEFAULT_LISTEN)]
+        addresses: Vec<Ipv4Addr>,
+        #[arg(long, default_value_t = 53)]
+        port: u16,
+        /// Fallback resolvers, "ip" or "ip:port", comma-separated.
+        #[arg(long, env = "RESOLVERS", value_delimiter = ',')]
+        resolvers: Vec<String>,
+        /// The `search` line.
+        #[arg(long, env = "SEARCH")]
+        search: Option<String>,
+        /// Timeout of each query, milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+    },
     /// Measure the XDP program's cost per packet with BPF_PROG_TEST_RUN.
     #[command(hide = true)]
     BenchXdp {
@@ -238,6 +284,69 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::BenchXdp { repeat } => bench_xdp(repeat),
+        Command::Watchdog {
+            addresses,
+            port,
+            timeout_ms,
+            wait_ms,
+            service,
+            action,
+            dry_run,
+        } => {
+            let plan = spartan::node::WatchdogPlan {
+                action: if action.is_empty() {
+                    spartan::node::kill_action(&service)
+                } else {
+                    action
+                },
+                addrs: addresses,
+                port,
+                timeout: std::time::Duration::from_millis(timeout_ms),
+                wait: std::time::Duration::from_millis(wait_ms),
+                service,
+                dry_run,
+            };
+            let alive = current_thread()?.block_on(spartan::node::watchdog(&plan))?;
+            if alive {
+                Ok(())
+            } else {
+                anyhow::bail!("spartan did not answer ready.spartan twice")
+            }
+        }
+        Command::Genresolv {
+            output,
+            addresses,
+            port,
+            resolvers,
+            search,
+            timeout_ms,
+        } => {
+            let timeout = std::time::Duration::from_millis(timeout_ms);
+            let answering =
+                current_thread()?.block_on(spartan::node::answering(&addresses, port, timeout));
+            let fallback: Vec<std::net::IpAddr> = resolvers
+                .iter()
+                .filter(|r| !r.trim().is_empty())
+                .map(|r| config::parse_server("RESOLVERS", r, 53).map(|sa| sa.ip()))
+                .collect::<Result<_, _>>()?;
+            let nameservers = spartan::node::choose_nameservers(&answering, &fallback);
+            if nameservers.is_empty() {
+                anyhow::bail!(
+                    "Spartan does not answer and no RESOLVERS are set: {} left as it is",
+                    output.display()
+                );
+            }
+            let content = spartan::node::resolv_conf(&nameservers, search.as_deref());
+            match spartan::node::write_if_changed(&output, &content)? {
+                spartan::node::Written::Unchanged => println!("{} unchanged", output.display()),
+                spartan::node::Written::Replaced => println!(
+                    "{} written: nameservers {:?}",
+                    output.display(),
+                    nameservers
+                ),
+            }
+            Ok(())
+        }
     }
 }
 
@@ -281,6 +390,12 @@ fn stats(pin_dir: &Path) -> Result<()> {
         ),
     }
     Ok(())
+}
+
+fn current_thread() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 /// The running daemon's own counters, from its HTTP API.

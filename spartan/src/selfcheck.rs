@@ -47,16 +47,18 @@ fn query(id: u16) -> Vec<u8> {
     m.to_vec().expect("static query encodes")
 }
 
+/// Exactly the answer watchdogs look for: A records, all 127.0.0.1.
 fn is_ready_answer(reply: &[u8], id: u16) -> bool {
     Message::from_vec(reply).is_ok_and(|m| {
         m.id() == id
+            && !m.answers().is_empty()
             && m.answers()
                 .iter()
-                .any(|r| matches!(r.data(), RData::A(a) if a.0 == READY_ADDR))
+                .all(|r| matches!(r.data(), RData::A(a) if a.0 == READY_ADDR))
     })
 }
 
-async fn check_udp(server: SocketAddr, wait: Duration) -> bool {
+pub async fn check_udp(server: SocketAddr, wait: Duration) -> bool {
     let attempt = async {
         let socket = UdpSocket::bind("0.0.0.0:0").await.ok()?;
         let id = rand::random();

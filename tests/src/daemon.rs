@@ -44,6 +44,11 @@ impl Spartan {
 
     /// Starts without waiting.
     pub fn spawn(ns: Option<&Netns>, args: &[String]) -> Self {
+        Self::spawn_with_env(ns, args, &[])
+    }
+
+    /// Starts without waiting, with extra environment variables.
+    pub fn spawn_with_env(ns: Option<&Netns>, args: &[String], env: &[(&str, &str)]) -> Self {
         let bin = spartan_bin();
         let mut cmd = match ns {
             Some(ns) => ns.command(bin.to_str().unwrap()),
@@ -58,6 +63,7 @@ impl Spartan {
         cmd.arg("run")
             .args(args)
             .env("SPARTAN_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file);

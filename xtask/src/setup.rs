@@ -31,6 +31,7 @@ const TOOL_PACKAGES: &[&str] = &[
     "dnsutils",
     "knot-dnsutils",
     "nsd",
+    "systemd",
 ];
 
 /// The benchmark's client and the peers Spartan is measured against.
