@@ -95,6 +95,16 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         timeout_ms: u64,
     },
+    /// Attach the program to INTERFACE with an empty address set: it passes
+    /// every frame. A veth peer needs some XDP program for XDP_TX frames from
+    /// the other side to arrive (benchmarks and tests use this).
+    #[command(hide = true)]
+    XdpPass {
+        #[arg(long)]
+        interface: String,
+        #[arg(long)]
+        pin_dir: PathBuf,
+    },
     /// Measure the XDP program's cost per packet with BPF_PROG_TEST_RUN.
     #[command(hide = true)]
     BenchXdp {
@@ -284,6 +294,15 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::BenchXdp { repeat } => bench_xdp(repeat),
+        Command::XdpPass { interface, pin_dir } => {
+            let mut fast_path = FastPath::load(&pin_dir)?;
+            let mode = fast_path.attach(&interface)?;
+            println!(
+                "pass-through XDP on {interface} ({mode}), pinned under {}",
+                pin_dir.display()
+            );
+            Ok(())
+        }
         Command::Watchdog {
             addresses,
             port,

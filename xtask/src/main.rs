@@ -1,6 +1,8 @@
 //! `cargo xtask`: set up, build, run, test and benchmark Spartan.
 
 mod bench;
+mod chart;
+mod lab;
 mod setup;
 mod util;
 

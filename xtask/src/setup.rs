@@ -35,7 +35,14 @@ const TOOL_PACKAGES: &[&str] = &[
 ];
 
 /// The benchmark's client and the peers Spartan is measured against.
-const BENCH_PACKAGES: &[&str] = &["dnsperf", "dnsmasq-base", "dnsdist", "unbound"];
+const BENCH_PACKAGES: &[&str] = &[
+    "dnsperf",
+    "dnsmasq-base",
+    "dnsdist",
+    "unbound",
+    "ethtool",
+    "fonts-dejavu-core",
+];
 
 /// Packages bpf-linker links against, for LLVM major `major`.
 fn llvm_packages(major: u32) -> Vec<String> {

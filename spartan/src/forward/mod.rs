@@ -163,6 +163,9 @@ impl Forwarder {
             let per_upstream = (Instant::now() + self.upstream_timeout).min(overall);
             // Each exchange runs to its own end even after another won, so
             // that a late reply still updates the loser's score.
+            upstream
+                .outstanding
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tokio::spawn(async move {
                 let started = Instant::now();
                 let result = match transport {
@@ -204,6 +207,9 @@ impl Forwarder {
                     }
                 };
                 upstream.record(outcome, started.elapsed());
+                upstream
+                    .outstanding
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 let _ = tx.send((outcome, reply)).await;
             });
         }

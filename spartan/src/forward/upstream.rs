@@ -36,7 +36,13 @@ pub struct Upstream {
     pub latency: prometheus_client::metrics::histogram::Histogram,
     /// Failures by reason: [rcode, timeout, network].
     pub failures_by_reason: [std::sync::atomic::AtomicU64; 3],
+    /// Exchanges sent and not yet ended. A dead upstream piles them up long
+    /// before its first timeout, so they count in the score at once.
+    pub outstanding: std::sync::atomic::AtomicU64,
 }
+
+/// What each outstanding exchange adds to the score, in milliseconds.
+const OUTSTANDING_PENALTY_MS: f64 = 1.0;
 
 /// Names of `failures_by_reason`, in order.
 pub const FAILURE_REASONS: [&str; 3] = ["rcode", "timeout", "network"];
@@ -69,6 +75,7 @@ impl Upstream {
                 prometheus_client::metrics::histogram::exponential_buckets_range(0.001, 5.0, 14),
             ),
             failures_by_reason: Default::default(),
+            outstanding: Default::default(),
         }
     }
 
@@ -79,8 +86,11 @@ impl Upstream {
 
     /// Lower is better.
     pub fn score(&self, now: Instant) -> f64 {
+        let outstanding = self.outstanding.load(std::sync::atomic::Ordering::Relaxed) as f64;
         let h = self.health.lock().expect("health lock");
-        h.latency_ms + Self::decayed(&h, now) * FAILURE_PENALTY_MS
+        h.latency_ms
+            + Self::decayed(&h, now) * FAILURE_PENALTY_MS
+            + outstanding * OUTSTANDING_PENALTY_MS
     }
 
     /// Records one exchange; `latency` is how long it took.
@@ -215,6 +225,17 @@ mod tests {
         *s.last_probe.lock().unwrap() = Instant::now() - PROBE_INTERVAL;
         assert_eq!(s.pick().len(), 3);
         assert_eq!(s.pick().len(), 2, "no second probe within the interval");
+    }
+
+    #[test]
+    fn an_upstream_that_piles_up_outstanding_queries_drops_out_at_once() {
+        let s = set(3);
+        *s.last_probe.lock().unwrap() = Instant::now();
+        s.upstreams[0]
+            .outstanding
+            .store(50, std::sync::atomic::Ordering::Relaxed);
+        let picked: Vec<SocketAddr> = s.pick().iter().map(|u| u.addr).collect();
+        assert!(!picked.contains(&s.upstreams[0].addr), "{picked:?}");
     }
 
     #[test]

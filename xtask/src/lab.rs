@@ -1,0 +1,583 @@
+//! The benchmark lab: Spartan beside the tools an operator would pick
+//! instead, on the same upstreams, queries and client, in namespaces of
+//! the lab's own (never the host's network).
+//!
+//! ```text
+//!  sb-client (dnsperf) --veth-- sb-node (system under test, 198.51.100.1) --veth-- sb-up (3 x nsd)
+//!   192.0.2.1                   192.0.2.2 | 198.18.0.254                          198.18.0.1-3
+//! ```
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+
+use crate::util::run;
+
+pub const CLIENT: &str = "sb-client";
+pub const NODE: &str = "sb-node";
+pub const UP: &str = "sb-up";
+const ADDR: &str = "198.51.100.1";
+pub const UPSTREAMS: [&str; 3] = ["198.18.0.1", "198.18.0.2", "198.18.0.3"];
+const NODE_TO_CLIENT: &str = "sbn-c";
+const CLIENT_PINS: &str = "/sys/fs/bpf/spartan-lab-client";
+const CLIENT_TO_NODE: &str = "sbc-n";
+
+pub fn ns(name: &str, program: &str) -> Command {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{name}"))
+        .arg("--")
+        .arg(program);
+    cmd
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    run(Command::new("ip").args(args).stdout(Stdio::null()))
+}
+
+/// The namespaces and links; all removed on drop.
+pub struct Lab {
+    pub dir: PathBuf,
+    upstreams: Vec<Child>,
+}
+
+impl Lab {
+    pub fn new(dir: &Path, bin: &Path) -> Result<Self> {
+        Self::teardown();
+        for n in [CLIENT, NODE, UP] {
+            ip(&["netns", "add", n])?;
+            ip(&["-n", n, "link", "set", "lo", "up"])?;
+        }
+        let mut lab = Lab {
+            dir: dir.to_path_buf(),
+            upstreams: Vec::new(),
+        };
+        ip(&[
+            "link",
+            "add",
+            CLIENT_TO_NODE,
+            "netns",
+            CLIENT,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            NODE_TO_CLIENT,
+            "netns",
+            NODE,
+        ])?;
+        ip(&[
+            "link", "add", "sbn-u", "netns", NODE, "type", "veth", "peer", "name", "sbu-n",
+            "netns", UP,
+        ])?;
+        ip(&[
+            "-n",
+            CLIENT,
+            "addr",
+            "add",
+            "192.0.2.1/24",
+            "dev",
+            CLIENT_TO_NODE,
+        ])?;
+        ip(&[
+            "-n",
+            NODE,
+            "addr",
+            "add",
+            "192.0.2.2/24",
+            "dev",
+            NODE_TO_CLIENT,
+        ])?;
+        ip(&["-n", NODE, "addr", "add", "198.18.0.254/24", "dev", "sbn-u"])?;
+        ip(&[
+            "-n",
+            NODE,
+            "addr",
+            "add",
+            &format!("{ADDR}/32"),
+            "dev",
+            "lo",
+        ])?;
+        for a in UPSTREAMS {
+            ip(&["-n", UP, "addr", "add", &format!("{a}/24"), "dev", "sbu-n"])?;
+        }
+        for (n, dev) in [
+            (CLIENT, CLIENT_TO_NODE),
+            (NODE, NODE_TO_CLIENT),
+            (NODE, "sbn-u"),
+            (UP, "sbu-n"),
+        ] {
+            ip(&["-n", n, "link", "set", dev, "up"])?;
+        }
+        ip(&[
+            "-n",
+            CLIENT,
+            "route",
+            "add",
+            "198.51.100.0/24",
+            "via",
+            "192.0.2.2",
+        ])?;
+        std::fs::create_dir_all(dir)?;
+        // XDP_TX frames from the node's veth reach the client only when the
+        // client's side runs NAPI, which an XDP program there turns on:
+        // Spartan's own, passing everything.
+        run(ns(CLIENT, bin.to_str().unwrap())
+            .args([
+                "xdp-pass",
+                "--interface",
+                CLIENT_TO_NODE,
+                "--pin-dir",
+                CLIENT_PINS,
+            ])
+            .stdout(Stdio::null()))?;
+        for (i, a) in UPSTREAMS.iter().enumerate() {
+            lab.upstreams.push(start_nsd(dir, a, i + 1)?);
+        }
+        Ok(lab)
+    }
+
+    /// Drops everything to `addr` in the upstreams' namespace (a silent
+    /// blackhole), or lifts every such rule.
+    pub fn blackhole(addr: Option<&str>) -> Result<()> {
+        let _ = ns(UP, "iptables").args(["-F", "INPUT"]).status();
+        if let Some(a) = addr {
+            for proto in ["udp", "tcp"] {
+                run(ns(UP, "iptables").args([
+                    "-A", "INPUT", "-d", a, "-p", proto, "--dport", "53", "-j", "DROP",
+                ]))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn teardown() {
+        let _ = std::fs::remove_dir_all(CLIENT_PINS);
+        for n in [CLIENT, NODE, UP] {
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for child in &mut self.upstreams {
+            terminate(child);
+        }
+        Self::teardown();
+    }
+}
+
+pub fn terminate(child: &mut Child) {
+    // SAFETY: signalling our own child.
+    unsafe { libc_kill(child.id() as i32, 15) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// The names the benchmark asks: forwarded names with TTL 0 so that no
+/// cache can answer them, in a Mesos-DNS-shaped zone and an ordinary one.
+pub const FORWARDED: &[&str] = &[
+    "leader.mesos A",
+    "master.mesos A",
+    "web.marathon.mesos A",
+    "_web._tcp.marathon.mesos SRV",
+    "www.example.net A",
+    "api.example.net A",
+];
+
+fn start_nsd(dir: &Path, addr: &str, n: usize) -> Result<Child> {
+    let d = dir.join(format!("nsd-{n}"));
+    std::fs::create_dir_all(&d)?;
+    std::fs::write(
+        d.join("mesos.zone"),
+        "$ORIGIN mesos.\n$TTL 0\n@ IN SOA ns1.mesos. root.mesos. 1 60 60 600 0\n@ IN NS ns1.mesos.\nns1 IN A 198.18.0.1\n\
+leader IN A 10.0.0.1\nmaster IN A 10.0.0.1\nmaster IN A 10.0.0.2\nmaster IN A 10.0.0.3\n\
+web.marathon IN A 10.0.1.10\nweb.marathon IN A 10.0.1.11\n_web._tcp.marathon IN SRV 0 1 31000 web.marathon.mesos.\n",
+    )?;
+    std::fs::write(
+        d.join("example.net.zone"),
+        "$ORIGIN example.net.\n$TTL 0\n@ IN SOA ns1.example.net. root.example.net. 1 60 60 600 0\n@ IN NS ns1.example.net.\n\
+ns1 IN A 198.18.0.1\nwww IN A 192.0.2.80\napi IN A 192.0.2.81\n",
+    )?;
+    let conf = format!(
+        "server:\n  ip-address: {addr}\n  username: \"\"\n  chroot: \"\"\n  zonesdir: \"{d}\"\n  pidfile: \"{d}/nsd.pid\"\n  \
+database: \"\"\n  xfrdfile: \"{d}/xfrd.state\"\n  zonelistfile: \"{d}/zone.list\"\n  verbosity: 0\n  \
+rrl-ratelimit: 0\n  rrl-whitelist-ratelimit: 0\n  server-count: 1\n  do-ip6: no\n\
+remote-control:\n  control-enable: no\nzone:\n  name: mesos\n  zonefile: mesos.zone\nzone:\n  name: example.net\n  zonefile: example.net.zone\n",
+        d = d.display()
+    );
+    std::fs::write(d.join("nsd.conf"), conf)?;
+    let child = ns(UP, "nsd")
+        .args(["-d", "-c"])
+        .arg(d.join("nsd.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting nsd")?;
+    wait_answer(UP, addr, "www.example.net")?;
+    Ok(child)
+}
+
+/// Waits (bounded) until `server` answers `name` with `want`.
+pub fn wait_for(netns: &str, server: &str, name: &str, want: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = ns(netns, "dig")
+            .args([&format!("@{server}"), "+short", "+time=1", "+tries=1", name])
+            .output()?;
+        if String::from_utf8_lossy(&out.stdout).trim() == want {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{server} does not answer {name} with {want}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits (bounded) until `server` answers `name` from inside `netns`.
+pub fn wait_answer(netns: &str, server: &str, name: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = ns(netns, "dig")
+            .args([&format!("@{server}"), "+short", "+time=1", "+tries=1", name])
+            .output()?;
+        if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{server} does not answer {name}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A system under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum System {
+    SpartanKernel,
+    SpartanUser,
+    Dnsmasq,
+    Dnsdist,
+    DnsdistCache,
+    Unbound,
+}
+
+impl System {
+    pub const ALL: [System; 6] = [
+        System::SpartanKernel,
+        System::SpartanUser,
+        System::Dnsmasq,
+        System::Dnsdist,
+        System::DnsdistCache,
+        System::Unbound,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            System::SpartanKernel => "spartan (kernel path)",
+            System::SpartanUser => "spartan (userspace)",
+            System::Dnsmasq => "dnsmasq --all-servers",
+            System::Dnsdist => "dnsdist",
+            System::DnsdistCache => "dnsdist + packet cache",
+            System::Unbound => "unbound (forwarder)",
+        }
+    }
+
+    pub fn is_spartan(self) -> bool {
+        matches!(self, System::SpartanKernel | System::SpartanUser)
+    }
+
+    /// Writes the system's configuration under `dir` and starts it in the
+    /// node namespace.
+    pub fn start(self, bin: &Path, dir: &Path) -> Result<Child> {
+        let d = dir.join(self.name().replace([' ', '(', ')', '+'], "-"));
+        std::fs::create_dir_all(&d)?;
+        let ups: Vec<String> = UPSTREAMS.iter().map(|u| u.to_string()).collect();
+        let mut cmd = match self {
+            System::SpartanKernel | System::SpartanUser => {
+                let mut c = ns(NODE, bin.to_str().unwrap());
+                c.args([
+                    "run",
+                    "--listen",
+                    ADDR,
+                    "--no-interface",
+                    "--detach-on-exit",
+                ])
+                .args(["--upstream", &ups.join(",")])
+                .args(["--pin-dir", "/sys/fs/bpf/spartan-lab"])
+                .args(["--xdp-interface", NODE_TO_CLIENT])
+                .env("SPARTAN_LOG", "warn");
+                if self == System::SpartanUser {
+                    c.arg("--no-xdp");
+                }
+                std::fs::write(d.join("command.txt"), format!("{c:?}\n"))?;
+                c
+            }
+            System::Dnsmasq => {
+                let mut conf = String::from(
+                    "no-resolv\nno-hosts\nbind-interfaces\nlisten-address=198.51.100.1\nexcept-interface=sbn-u\n\
+all-servers\ncache-size=0\nhost-record=ready.spartan,127.0.0.1\ndns-forward-max=1000\nuser=root\n",
+                );
+                for u in &ups {
+                    conf.push_str(&format!("server={u}\n"));
+                }
+                std::fs::write(d.join("dnsmasq.conf"), &conf)?;
+                let mut c = ns(NODE, "dnsmasq");
+                c.args(["-k", "-C"]).arg(d.join("dnsmasq.conf"));
+                c
+            }
+            System::Dnsdist | System::DnsdistCache => {
+                let mut conf = String::from(
+                    "setLocal('198.51.100.1:53')\nsetACL({'0.0.0.0/0'})\nsetSecurityPollSuffix('')\n",
+                );
+                for u in &ups {
+                    conf.push_str(&format!(
+                        "newServer({{address='{u}:53', healthCheckMode='lazy'}})\n"
+                    ));
+                }
+                conf.push_str("setServerPolicy(leastOutstanding)\naddAction('ready.spartan', SpoofAction('127.0.0.1'))\n");
+                if self == System::DnsdistCache {
+                    conf.push_str(
+                        "pc = newPacketCache(100000, {minTTL=0})\ngetPool(''):setCache(pc)\n",
+                    );
+                }
+                std::fs::write(d.join("dnsdist.conf"), &conf)?;
+                let mut c = ns(NODE, "dnsdist");
+                c.args(["--supervised", "--disable-syslog", "-C"])
+                    .arg(d.join("dnsdist.conf"));
+                c
+            }
+            System::Unbound => {
+                let mut conf = format!(
+                    "server:\n  interface: 198.51.100.1\n  port: 53\n  do-ip6: no\n  username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  \
+pidfile: \"{d}/unbound.pid\"\n  use-syslog: no\n  access-control: 0.0.0.0/0 allow\n  do-not-query-localhost: no\n  \
+num-threads: 2\n  local-zone: \"spartan.\" static\n  local-data: \"ready.spartan. 5 IN A 127.0.0.1\"\n\
+forward-zone:\n  name: \".\"\n",
+                    d = d.display()
+                );
+                for u in &ups {
+                    conf.push_str(&format!("  forward-addr: {u}\n"));
+                }
+                std::fs::write(d.join("unbound.conf"), &conf)?;
+                let mut c = ns(NODE, "unbound");
+                c.args(["-d", "-c"]).arg(d.join("unbound.conf"));
+                c
+            }
+        };
+        let log = std::fs::File::create(d.join("log.txt"))?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.name()))?;
+        wait_for(CLIENT, ADDR, "ready.spartan", "127.0.0.1")
+            .with_context(|| format!("{} did not come up", self.name()))?;
+        Ok(child)
+    }
+}
+
+/// What one dnsperf run showed.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RunResult {
+    pub sent: u64,
+    pub completed: u64,
+    pub lost: u64,
+    pub qps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    pub slower_than_1s: u64,
+    pub server_cpu_us_per_query: f64,
+    pub xdp_ns_per_run: Option<f64>,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// utime + stime of a process and its threads, in seconds.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some(close) = stat.rfind(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+    let ticks = fields
+        .get(11)
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// Runs dnsperf from the client namespace for `seconds` on `queries`.
+/// How dnsperf drives the server.
+#[derive(Clone, Copy, Debug)]
+pub enum Load {
+    /// As fast as it can with 100 queries outstanding (max qps).
+    Max,
+    /// A fixed rate, with up to 20,000 outstanding so that a stalled
+    /// upstream shows up as latency and loss instead of stopping the sender
+    /// (BENCHMARKING.md, trap 5).
+    Rate(u32),
+}
+
+pub fn dnsperf(
+    dir: &Path,
+    label: &str,
+    queries: &[&str],
+    seconds: u32,
+    load: Load,
+    server_pid: u32,
+) -> Result<RunResult> {
+    let qfile = dir.join(format!("{label}.queries"));
+    std::fs::write(&qfile, queries.join("\n") + "\n")?;
+    let verbose = dir.join(format!("{label}.dnsperf.txt"));
+    let out_file = std::fs::File::create(&verbose)?;
+    let cpu0 = cpu_seconds(server_pid);
+    let bpf0 = crate::bench::prog_stats().ok();
+    let load_args: Vec<String> = match load {
+        Load::Max => vec!["-q".into(), "100".into()],
+        Load::Rate(qps) => vec!["-q".into(), "20000".into(), "-Q".into(), qps.to_string()],
+    };
+    let status = ns(CLIENT, "dnsperf")
+        .args(["-s", ADDR, "-l", &seconds.to_string(), "-t", "2", "-v"])
+        .args(&load_args)
+        .arg("-d")
+        .arg(&qfile)
+        .stdout(out_file)
+        .stderr(Stdio::null())
+        .status()
+        .context("running dnsperf")?;
+    if !status.success() {
+        bail!("dnsperf failed ({status})");
+    }
+    let cpu1 = cpu_seconds(server_pid);
+    let bpf1 = crate::bench::prog_stats().ok();
+    let text = std::fs::read_to_string(&verbose)?;
+    let field = |key: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let mut latencies: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with("> "))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .map(|s| s * 1000.0)
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let completed = field("Queries completed:") as u64;
+    let xdp_ns_per_run = match (bpf0, bpf1) {
+        (Some((c0, t0)), Some((c1, t1))) if c1 > c0 => Some((t1 - t0) as f64 / (c1 - c0) as f64),
+        _ => None,
+    };
+    Ok(RunResult {
+        sent: field("Queries sent:") as u64,
+        completed,
+        lost: field("Queries lost:") as u64,
+        qps: field("Queries per second:"),
+        p50_ms: percentile(&latencies, 0.50),
+        p99_ms: percentile(&latencies, 0.99),
+        p999_ms: percentile(&latencies, 0.999),
+        max_ms: latencies.last().copied().unwrap_or(0.0),
+        slower_than_1s: latencies.iter().filter(|l| **l > 1000.0).count() as u64,
+        server_cpu_us_per_query: (cpu1 - cpu0) * 1e6 / completed.max(1) as f64,
+        xdp_ns_per_run,
+    })
+}
+
+/// The glibc stub alone: resolv.conf with the three upstreams, the first
+/// blackholed, `getent hosts` timed `lookups` times (in the node namespace,
+/// with a private /etc/resolv.conf).
+pub fn glibc_baseline(dir: &Path, lookups: u32) -> Result<Vec<f64>> {
+    let conf = dir.join("glibc-resolv.conf");
+    let mut text = String::new();
+    for u in UPSTREAMS {
+        text.push_str(&format!("nameserver {u}\n"));
+    }
+    std::fs::write(&conf, &text)?;
+    let mut times = Vec::new();
+    for _ in 0..lookups {
+        let script = format!(
+            "mount --bind {} /etc/resolv.conf && exec nsenter --net=/run/netns/{NODE} getent hosts www.example.net",
+            conf.display()
+        );
+        let started = Instant::now();
+        let _ = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .stdout(Stdio::null())
+            .status()?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(times)
+}
+
+/// Markdown table of every result, with ratios against the best peer.
+pub fn markdown(results: &BTreeMap<String, BTreeMap<String, RunResult>>, header: &str) -> String {
+    let mut md = String::from(header);
+    for (scenario, systems) in results {
+        md.push_str(&format!("\n### {scenario}\n\n| system | qps | ratio to best peer | p50 ms | p99 ms | p99.9 ms | lost | > 1 s | server µs/query | XDP ns/run |\n|---|---|---|---|---|---|---|---|---|---|\n"));
+        let best_peer = systems
+            .iter()
+            .filter(|(name, _)| !name.starts_with("spartan"))
+            .map(|(_, r)| r.qps)
+            .fold(0.0f64, f64::max);
+        for (name, r) in systems {
+            md.push_str(&format!(
+                "| {name} | {:.0} | {:.2} | {:.3} | {:.3} | {:.3} | {} | {} | {:.1} | {} |\n",
+                r.qps,
+                if best_peer > 0.0 {
+                    r.qps / best_peer
+                } else {
+                    0.0
+                },
+                r.p50_ms,
+                r.p99_ms,
+                r.p999_ms,
+                r.lost,
+                r.slower_than_1s,
+                r.server_cpu_us_per_query,
+                r.xdp_ns_per_run
+                    .map_or("-".to_string(), |v| format!("{v:.0}")),
+            ));
+        }
+    }
+    md
+}
+
+pub fn to_json(results: &BTreeMap<String, BTreeMap<String, RunResult>>) -> serde_json::Value {
+    json!(results)
+}
