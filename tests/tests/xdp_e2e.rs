@@ -138,6 +138,26 @@ fn root_zk_answers_survive_the_daemon_and_ready_lapses_with_it() {
     assert!(short_lines(&out).iter().all(|l| l != "127.0.0.1"), "{out}");
     let maps = KernelMaps::open_pinned(pins.path()).unwrap();
     assert!(maps.counters().unwrap().get(Counter::PassStaleHeartbeat) >= 1);
+    // `spartan stats` reads the pinned maps while the daemon is down.
+    let out = std::process::Command::new(tests::daemon::spartan_bin())
+        .args([
+            "stats",
+            "--pin-dir",
+            pins.path().to_str().unwrap(),
+            "--http",
+            "127.0.0.1:9",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("pass_stale_heartbeat")
+            && text.contains("zk-4.zk.")
+            && text.contains("10.0.0.7"),
+        "{text}"
+    );
+    assert!(text.contains("daemon: not running"), "{text}");
     // A new daemon takes the pinned link over and beats again.
     let mut again = Spartan::start(Some(&node), &args, server);
     let out = dig("kdig", Some(&node), server, &["+short", "ready.spartan"]);

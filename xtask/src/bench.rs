@@ -308,6 +308,26 @@ fn lab(bin: &Path, quick: bool, xdp_table: &str) -> Result<()> {
         .args(["-q", "-w", "kernel.bpf_stats_enabled=0"])
         .status();
     println!("glibc stub, first of three upstreams blackholed: getent hosts took {glibc:.0?} ms");
+    println!("\nratios against the best peer (qps; CPU per query, lower is better):");
+    for (scenario, systems) in &results {
+        let best_qps = systems
+            .iter()
+            .filter(|(n, _)| !n.starts_with("spartan"))
+            .map(|(_, r)| r.qps)
+            .fold(0.0f64, f64::max);
+        let best_cpu = systems
+            .iter()
+            .filter(|(n, _)| !n.starts_with("spartan"))
+            .map(|(_, r)| r.server_cpu_us_per_query)
+            .fold(f64::INFINITY, f64::min);
+        for (name, r) in systems.iter().filter(|(n, _)| n.starts_with("spartan")) {
+            println!(
+                "  {scenario:<58} {name:<24} qps x{:.2}  CPU/query x{:.2}",
+                r.qps / best_qps.max(1e-9),
+                r.server_cpu_us_per_query / best_cpu.max(1e-9)
+            );
+        }
+    }
     drop(lab);
 
     let machine = format!(
