@@ -145,9 +145,14 @@ fn root_exhibitor_discovery_follows_the_cluster_and_survives_its_failures() {
         ex.url,
         pins.path().display()
     ));
-    let _s = Spartan::start(
+    let s = Spartan::start(
         Some(&node),
-        &["--config".into(), config.display().to_string()],
+        &[
+            "--log-format".into(),
+            "json".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ],
         server(),
     );
 
@@ -174,6 +179,20 @@ fn root_exhibitor_discovery_follows_the_cluster_and_survives_its_failures() {
             ex.requests.load(Ordering::Relaxed) > before,
             "{what}: still polling"
         );
+    }
+
+    // Logged once per change of state, not once per poll (about 30 polls
+    // failed above), as JSON lines with --log-format json.
+    let log = s.log_text();
+    let failures = log.matches("master source failed").count();
+    assert!(
+        (4..=5).contains(&failures),
+        "{failures} failure lines:\n{log}"
+    );
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
     }
 
     let seven: Vec<String> = (11..=17).map(|i| format!("10.0.0.{i}")).collect();

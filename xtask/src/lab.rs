@@ -396,6 +396,46 @@ forward-zone:\n  name: \".\"\n",
     }
 }
 
+/// (run_cnt, run_time_ns) summed over the XDP programs attached in the
+/// node namespace (none for the peers; the client's pass-through program
+/// is left out).
+fn node_prog_stats() -> Option<(u64, u64)> {
+    let out = ns(NODE, "bpftool")
+        .args(["-j", "net", "show"])
+        .output()
+        .ok()?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let mut ids: Vec<u64> = Vec::new();
+    for entry in json.as_array()? {
+        for xdp in entry
+            .get("xdp")
+            .and_then(|x| x.as_array())
+            .into_iter()
+            .flatten()
+        {
+            if let Some(id) = xdp.get("id").and_then(|v| v.as_u64())
+                && !ids.contains(&id)
+            {
+                ids.push(id);
+            }
+        }
+    }
+    if ids.is_empty() {
+        return None;
+    }
+    let (mut cnt, mut ns_total) = (0, 0);
+    for id in ids {
+        let out = Command::new("bpftool")
+            .args(["-j", "prog", "show", "id", &id.to_string()])
+            .output()
+            .ok()?;
+        let p: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        cnt += p.get("run_cnt").and_then(|v| v.as_u64()).unwrap_or(0);
+        ns_total += p.get("run_time_ns").and_then(|v| v.as_u64()).unwrap_or(0);
+    }
+    Some((cnt, ns_total))
+}
+
 /// What one dnsperf run showed.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct RunResult {
@@ -465,7 +505,7 @@ pub fn dnsperf(
     let verbose = dir.join(format!("{label}.dnsperf.txt"));
     let out_file = std::fs::File::create(&verbose)?;
     let cpu0 = cpu_seconds(server_pid);
-    let bpf0 = crate::bench::prog_stats().ok();
+    let bpf0 = node_prog_stats();
     let load_args: Vec<String> = match load {
         Load::Max => vec!["-q".into(), "100".into()],
         Load::Rate(qps) => vec!["-q".into(), "20000".into(), "-Q".into(), qps.to_string()],
@@ -483,7 +523,7 @@ pub fn dnsperf(
         bail!("dnsperf failed ({status})");
     }
     let cpu1 = cpu_seconds(server_pid);
-    let bpf1 = crate::bench::prog_stats().ok();
+    let bpf1 = node_prog_stats();
     let text = std::fs::read_to_string(&verbose)?;
     let field = |key: &str| -> f64 {
         text.lines()

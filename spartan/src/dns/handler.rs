@@ -67,7 +67,10 @@ impl Handler {
         match self.decide(wire, transport) {
             Decision::Reply(reply) => Some(reply),
             Decision::Drop => None,
-            Decision::Forward(query) => Some(self.forward(&query, wire, transport).await),
+            Decision::Forward(query) => {
+                self.forwarding(transport, true);
+                Some(self.forward(&query, wire, transport).await)
+            }
         }
     }
 
@@ -82,11 +85,28 @@ impl Handler {
         let tcp = transport == Transport::Tcp;
         let (decision, outcome, rcode) = self.decide_inner(wire, transport);
         let b = &self.stats.breakdown;
-        b.query(tcp, outcome);
+        // A query to forward is counted when it is forwarded, or dropped
+        // for overload (see `forwarding`).
+        if !matches!(decision, Decision::Forward(_)) {
+            b.query(tcp, outcome);
+        }
         if matches!(decision, Decision::Reply(_)) {
             b.answer(Source::Local, rcode);
         }
         decision
+    }
+
+    /// Counts a query that [`Self::decide`] handed on: forwarded, or
+    /// dropped because every in-flight slot was taken.
+    pub fn forwarding(&self, transport: Transport, accepted: bool) {
+        let outcome = if accepted {
+            Outcome::Forwarded
+        } else {
+            Outcome::Dropped
+        };
+        self.stats
+            .breakdown
+            .query(transport == Transport::Tcp, outcome);
     }
 
     /// The decision, how to count it, and the RCODE of a reply.

@@ -132,8 +132,10 @@ async fn serve_udp(socket: Arc<UdpSocket>, handler: Arc<Handler>, in_flight: Arc
         };
         let Ok(permit) = in_flight.clone().try_acquire_owned() else {
             Stats::inc(&handler.stats().dropped_overload);
+            handler.forwarding(Transport::Udp, false);
             continue;
         };
+        handler.forwarding(Transport::Udp, true);
         let wire = buf[..len].to_vec();
         let socket = socket.clone();
         let handler = handler.clone();
