@@ -4,9 +4,9 @@
 use std::net::Ipv4Addr;
 
 use hickory_proto::{
-    op::{Edns, Message, MessageType, OpCode, Query},
+    op::{Edns, Message},
+    rr::RecordType,
     rr::rdata::opt::{EdnsCode, EdnsOption},
-    rr::{Name, RecordType},
 };
 
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -113,13 +113,7 @@ impl Wrapper {
 
 /// A standard query for `name`/`rtype`.
 pub fn query(id: u16, name: &str, rtype: RecordType) -> Message {
-    let mut m = Message::new();
-    m.set_id(id)
-        .set_message_type(MessageType::Query)
-        .set_op_code(OpCode::Query)
-        .set_recursion_desired(true)
-        .add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
-    m
+    crate::client::query_message(id, name, rtype)
 }
 
 /// Adds an EDNS OPT record (version, DO bit, optional cookie option).

@@ -62,6 +62,29 @@ impl Netns {
         cmd
     }
 
+    /// Silently drops UDP and TCP to `ip:port` arriving in this namespace
+    /// (a blackhole, not an ICMP error); `flush_blackholes` lifts them.
+    pub fn blackhole(&self, ip: &str, port: u16) {
+        for proto in ["udp", "tcp"] {
+            sh(self.command("iptables").args([
+                "-A",
+                "INPUT",
+                "-d",
+                ip,
+                "-p",
+                proto,
+                "--dport",
+                &port.to_string(),
+                "-j",
+                "DROP",
+            ]));
+        }
+    }
+
+    pub fn flush_blackholes(&self) {
+        sh(self.command("iptables").args(["-F", "INPUT"]));
+    }
+
     /// Runs `f` on a thread that entered this namespace; sockets it creates
     /// stay in the namespace when used from anywhere afterwards.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {

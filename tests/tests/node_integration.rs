@@ -10,7 +10,7 @@ use std::{
 
 use tests::{
     daemon::{Spartan, spartan_bin},
-    netns::{Netns, sh},
+    netns::Netns,
     require_root,
 };
 
@@ -250,27 +250,14 @@ fn root_ready_then_watchdog_pings_only_while_the_self_check_passes() {
     assert_eq!(first.iter().filter(|m| *m == "READY=1").count(), 1);
 
     // Block the listen sockets: the self-check fails, the pings stop.
-    for proto in ["udp", "tcp"] {
-        sh(node.command("iptables").args([
-            "-A",
-            "INPUT",
-            "-d",
-            "198.51.100.1",
-            "-p",
-            proto,
-            "--dport",
-            "53",
-            "-j",
-            "DROP",
-        ]));
-    }
+    node.blackhole("198.51.100.1", 53);
     let _ = recv(Duration::from_millis(2500));
     let blocked = recv(Duration::from_secs(2));
     assert!(
         blocked.is_empty(),
         "no WATCHDOG=1 while the self-check fails: {blocked:?}"
     );
-    sh(node.command("iptables").args(["-F", "INPUT"]));
+    node.flush_blackholes();
     let back = recv(Duration::from_secs(3));
     assert!(
         back.iter().any(|m| m == "WATCHDOG=1"),

@@ -6,7 +6,7 @@ use hickory_proto::rr::RecordType;
 use tests::{
     client::{self, http_get, query_in, query_tcp_in},
     daemon::Spartan,
-    netns::{Netns, sh},
+    netns::Netns,
     nsd::Nsd,
     pins::PinDir,
     require_root,
@@ -83,20 +83,7 @@ fn root_metrics_count_a_known_sequence_exactly() {
     let node = node();
     let pins = PinDir::new();
     let _nsd = Nsd::start(&node, "127.0.0.1:5353".parse().unwrap(), "resolver-1");
-    for proto in ["udp", "tcp"] {
-        sh(node.command("iptables").args([
-            "-A",
-            "INPUT",
-            "-d",
-            "127.0.0.3",
-            "-p",
-            proto,
-            "--dport",
-            "5353",
-            "-j",
-            "DROP",
-        ]));
-    }
+    node.blackhole("127.0.0.3", 5353);
     let cfg = config(&pins, 3_600_000);
     let _s = Spartan::start(
         Some(&node),
@@ -258,27 +245,14 @@ fn root_healthz_follows_the_self_check() {
     wait(200);
     assert_eq!(health("/readyz"), 200);
     // Block the listen sockets (TCP: UDP is answered by XDP before netfilter).
-    for proto in ["udp", "tcp"] {
-        sh(node.command("iptables").args([
-            "-A",
-            "INPUT",
-            "-d",
-            "198.51.100.1",
-            "-p",
-            proto,
-            "--dport",
-            "53",
-            "-j",
-            "DROP",
-        ]));
-    }
+    node.blackhole("198.51.100.1", 53);
     wait(503);
     assert!(
         s.log_text().contains("self-check failed"),
         "{}",
         s.log_text()
     );
-    sh(node.command("iptables").args(["-F", "INPUT"]));
+    node.flush_blackholes();
     wait(200);
     let _ = client::udp_socket(Some(&node));
 }

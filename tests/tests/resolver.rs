@@ -62,24 +62,6 @@ fn ask(node: &Netns, name: &str, rtype: RecordType) -> Message {
         .unwrap_or_else(|e| panic!("no answer for {name} {rtype}: {e}"))
 }
 
-/// Blackholes UDP and TCP to `ip:port` inside `node` (a silent drop).
-fn blackhole(node: &Netns, ip: &str, port: u16) {
-    for proto in ["udp", "tcp"] {
-        tests::netns::sh(node.command("iptables").args([
-            "-A",
-            "INPUT",
-            "-d",
-            ip,
-            "-p",
-            proto,
-            "--dport",
-            &port.to_string(),
-            "-j",
-            "DROP",
-        ]));
-    }
-}
-
 #[test]
 fn root_local_zones_answer_authoritatively() {
     let node = node();
@@ -266,7 +248,7 @@ fn root_a_blackholed_upstream_costs_the_client_nothing() {
     let _r1 = nsd(&node, "127.0.0.1:5353", "resolver-1");
     let _r2 = nsd(&node, "127.0.0.2:5353", "resolver-2");
     let _r3 = nsd(&node, "127.0.0.3:5353", "resolver-3");
-    blackhole(&node, "127.0.0.3", 5353);
+    node.blackhole("127.0.0.3", 5353);
     let _s = spartan(
         &node,
         &[
@@ -315,8 +297,8 @@ fn root_all_upstreams_down_gives_a_real_servfail_within_the_deadline() {
     let node = node();
     let _r1 = nsd(&node, "127.0.0.1:5353", "resolver-1");
     let _r2 = nsd(&node, "127.0.0.2:5353", "resolver-2");
-    blackhole(&node, "127.0.0.1", 5353);
-    blackhole(&node, "127.0.0.2", 5353);
+    node.blackhole("127.0.0.1", 5353);
+    node.blackhole("127.0.0.2", 5353);
     let _s = spartan(
         &node,
         &[
@@ -440,7 +422,7 @@ fn rss_kib(pid: u32) -> u64 {
 fn root_the_in_flight_cap_holds_under_a_flood() {
     let node = node();
     let _r1 = nsd(&node, "127.0.0.1:5353", "resolver-1");
-    blackhole(&node, "127.0.0.1", 5353);
+    node.blackhole("127.0.0.1", 5353);
     let s = spartan(
         &node,
         &[
