@@ -11,21 +11,7 @@
 #[inline(always)]
 pub fn block<const N: usize>(buf: &[u8; N]) -> u16 {
     const { assert!(N % 4 == 0, "bpf_csum_diff takes a multiple of 4 bytes") };
-    let sum = unsafe {
-        aya_ebpf::helpers::generated::bpf_csum_diff(
-            core::ptr::null_mut(),
-            0,
-            buf.as_ptr().cast_mut().cast(),
-            N as u32,
-            0,
-        )
-    };
-    let native = fold(sum as u32);
-    if cfg!(target_endian = "little") {
-        native.swap_bytes()
-    } else {
-        native
-    }
+    prefix(buf, N)
 }
 
 /// The same over the first `len` bytes of `buf` (`len` a multiple of 4,

@@ -22,3 +22,38 @@ pub mod exhibitor;
 pub mod fault;
 pub mod netns;
 pub mod nsd;
+
+/// A client namespace joined to a node namespace by a veth pair
+/// (client 192.0.2.1, node 192.0.2.2), the client routing 198.51.100.0/24
+/// through the node, and Spartan's program in pass mode on the client's
+/// veth: XDP_TX frames from a veth arrive only when the peer runs NAPI,
+/// which an XDP program there turns on. Everything goes with the values.
+pub struct ClientNode {
+    pub link: netns::Link,
+    // Dropped before the namespaces: the pins of the pass-mode program.
+    pub client_pins: pins::PinDir,
+    pub client: netns::Netns,
+    pub node: netns::Netns,
+}
+
+impl ClientNode {
+    pub fn new(client_prefix: &str, node_prefix: &str) -> Self {
+        require_root();
+        let client_pins = pins::PinDir::new();
+        let node = netns::Netns::new(node_prefix);
+        let client = netns::Netns::new(client_prefix);
+        let link = netns::veth(&client, "192.0.2.1/24", &node, "192.0.2.2/24");
+        client.ip(&["route", "add", "198.51.100.0/24", "via", "192.0.2.2"]);
+        let (dir, ifname) = (client_pins.path().to_path_buf(), link.a_if.clone());
+        client.run(move || {
+            let mut fp = spartan::fastpath::FastPath::load(&dir).expect("load on the client side");
+            fp.attach(&ifname).expect("attach to the client veth");
+        });
+        Self {
+            link,
+            client_pins,
+            client,
+            node,
+        }
+    }
+}

@@ -14,12 +14,13 @@ use hickory_proto::{
     op::Message,
     rr::{RData, RecordType},
 };
-use spartan::{fastpath::FastPath, fastpath::KernelMaps, zone};
+use spartan::{fastpath::KernelMaps, zone};
 use tests::{
+    ClientNode,
     client::{self, query_message, tcp_connect, tcp_recv, tcp_send},
     daemon::Spartan,
     exhibitor::{Exhibitor, Mode},
-    netns::{Netns, sh, veth},
+    netns::{Netns, sh},
     nsd::Nsd,
     pins::PinDir,
     require_root,
@@ -268,18 +269,9 @@ fn root_a_master_list_file_is_reread_when_it_changes() {
 
 #[test]
 fn root_zk_queries_are_answered_all_through_a_restart() {
-    require_root();
     let pins_node = PinDir::new();
-    let pins_client = PinDir::new();
-    let node = Netns::new("spq");
-    let client_ns = Netns::new("spx");
-    let link = veth(&client_ns, "192.0.2.1/24", &node, "192.0.2.2/24");
-    client_ns.ip(&["route", "add", "198.51.100.0/24", "via", "192.0.2.2"]);
-    let (dir, ifname) = (pins_client.path().to_path_buf(), link.a_if.clone());
-    client_ns.run(move || {
-        let mut fp = FastPath::load(&dir).unwrap();
-        fp.attach(&ifname).unwrap();
-    });
+    let lab = ClientNode::new("spx", "spq");
+    let (client_ns, node, link) = (&lab.client, &lab.node, &lab.link);
     let args: Vec<String> = [
         "--listen",
         "198.51.100.1",
@@ -295,10 +287,10 @@ fn root_zk_queries_are_answered_all_through_a_restart() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let mut first = Spartan::start(Some(&node), &args, server());
+    let mut first = Spartan::start(Some(node), &args, server());
 
     // A client asks zk-1.zk every 10 ms, 300 times, while the daemon restarts.
-    let socket = client::udp_socket(Some(&client_ns));
+    let socket = client::udp_socket(Some(client_ns));
     let running = Arc::new(AtomicBool::new(true));
     let (answered, asked) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let (r, a, q) = (running.clone(), answered.clone(), asked.clone());
@@ -325,7 +317,7 @@ fn root_zk_queries_are_answered_all_through_a_restart() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(first.stop().unwrap().success());
     std::thread::sleep(Duration::from_millis(300));
-    let _second = Spartan::start(Some(&node), &args, server());
+    let _second = Spartan::start(Some(node), &args, server());
     std::thread::sleep(Duration::from_millis(300));
     running.store(false, Ordering::Relaxed);
     let failures = asker.join().unwrap();

@@ -4,12 +4,13 @@
 
 use std::net::SocketAddr;
 
-use spartan::fastpath::{FastPath, KernelMaps};
+use spartan::fastpath::KernelMaps;
 use spartan_common::Counter;
 use tests::{
+    ClientNode,
     client::{dig, short_lines},
     daemon::Spartan,
-    netns::{Netns, veth},
+    netns::Netns,
     nsd::Nsd,
     pins::PinDir,
     require_root,
@@ -19,22 +20,10 @@ use tests::{
 fn root_kernel_answers_over_veth_and_lo_and_userspace_the_rest() {
     require_root();
     let pins_node = PinDir::new();
-    let pins_client = PinDir::new();
-    let node = Netns::new("spn");
-    let client = Netns::new("spc");
-    let link = veth(&client, "192.0.2.1/24", &node, "192.0.2.2/24");
+    let lab = ClientNode::new("spc", "spn");
+    let (client, node, link) = (&lab.client, &lab.node, &lab.link);
     node.ip(&["addr", "add", "198.51.100.1/32", "dev", "lo"]);
-    client.ip(&["route", "add", "198.51.100.0/24", "via", "192.0.2.2"]);
-    let _nsd = Nsd::start(&node, "127.0.0.1:5353".parse().unwrap(), "nsd-1");
-
-    // XDP_TX frames from a veth arrive only when the peer runs NAPI, which
-    // an XDP program on it turns on: Spartan's own, with an empty address
-    // map, passes everything.
-    let (dir, ifname) = (pins_client.path().to_path_buf(), link.a_if.clone());
-    client.run(move || {
-        let mut fp = FastPath::load(&dir).expect("load on the client side");
-        fp.attach(&ifname).expect("attach to the client veth");
-    });
+    let _nsd = Nsd::start(node, "127.0.0.1:5353".parse().unwrap(), "nsd-1");
 
     let server: SocketAddr = "198.51.100.1:53".parse().unwrap();
     let args: Vec<String> = [
@@ -53,7 +42,7 @@ fn root_kernel_answers_over_veth_and_lo_and_userspace_the_rest() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let mut spartan = Spartan::start(Some(&node), &args, server);
+    let mut spartan = Spartan::start(Some(node), &args, server);
     assert!(
         spartan.log_text().contains("mode=native"),
         "the veth gets native XDP:\n{}",
@@ -62,7 +51,7 @@ fn root_kernel_answers_over_veth_and_lo_and_userspace_the_rest() {
     let maps = KernelMaps::open_pinned(pins_node.path()).unwrap();
 
     let zk = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.1", "10.0.0.2"];
-    for ns in [&client, &node] {
+    for ns in [client, node] {
         let before = maps.counters().unwrap();
         for tool in ["dig", "kdig"] {
             let out = dig(tool, Some(ns), server, &["+short", "ready.spartan", "A"]);
