@@ -445,9 +445,21 @@ fn daemon_view(http: &str) {
 /// ns per packet of the XDP program on four kinds of frame.
 fn bench_xdp(repeat: u32) -> Result<()> {
     use spartan::fastpath::test_run;
-    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/spartan-bench-{}", std::process::id()));
-    let result = (|| -> Result<()> {
-        let mut fast_path = FastPath::load(&pin_dir)?;
+    /// Removes the bench's pins however the bench ends (a closed stdout
+    /// panics `println!`).
+    struct Pins(PathBuf);
+    impl Drop for Pins {
+        fn drop(&mut self) {
+            let _ = FastPath::remove_pins(&self.0);
+        }
+    }
+    let pins = Pins(PathBuf::from(format!(
+        "/sys/fs/bpf/spartan-bench-{}",
+        std::process::id()
+    )));
+    let pin_dir = &pins.0;
+    (|| -> Result<()> {
+        let mut fast_path = FastPath::load(pin_dir)?;
         let mut maps = fast_path.maps()?;
         let addr = Ipv4Addr::new(198, 51, 100, 1);
         maps.write_listen_addrs(&[addr])?;
@@ -488,9 +500,7 @@ fn bench_xdp(repeat: u32) -> Result<()> {
             println!("{label:<24} {action:>8} {batched:>14} {single:>16.1}");
         }
         Ok(())
-    })();
-    let _ = FastPath::remove_pins(&pin_dir);
-    result
+    })()
 }
 
 mod bench_frames {
