@@ -7,6 +7,11 @@
 pub mod frame;
 pub mod pins;
 
+/// Command-line arguments as owned strings.
+pub fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
 /// Panics with a clear message unless running as root.
 pub fn require_root() {
     // SAFETY: geteuid has no failure mode.

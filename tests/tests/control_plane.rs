@@ -272,7 +272,7 @@ fn root_zk_queries_are_answered_all_through_a_restart() {
     let pins_node = PinDir::new();
     let lab = ClientNode::new("spx", "spq");
     let (client_ns, node, link) = (&lab.client, &lab.node, &lab.link);
-    let args: Vec<String> = [
+    let args = tests::args(&[
         "--listen",
         "198.51.100.1",
         "--masters",
@@ -283,10 +283,7 @@ fn root_zk_queries_are_answered_all_through_a_restart() {
         &link.b_if,
         "--pin-dir",
         pins_node.path().to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     let mut first = Spartan::start(Some(node), &args, server());
 
     // A client asks zk-1.zk every 10 ms, 300 times, while the daemon restarts.
@@ -342,15 +339,12 @@ fn root_the_listen_addresses_are_created_and_spartan_down_removes_them() {
     let links_of =
         |ns: &Netns| String::from_utf8_lossy(&ns.ip(&["-br", "link", "show"]).stdout).to_string();
     let (addrs_before, links_before) = (addrs_of(&ns), links_of(&ns));
-    let args: Vec<String> = [
+    let args = tests::args(&[
         "--upstream",
         "127.0.0.1:5353",
         "--pin-dir",
         pins.path().to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     for round in 0..2 {
         // Default listen addresses: 198.51.100.1-3; created twice is fine.
         let mut s = Spartan::start(Some(&ns), &args, server());

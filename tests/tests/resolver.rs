@@ -35,11 +35,8 @@ fn node() -> Netns {
 }
 
 fn spartan(node: &Netns, args: &[&str]) -> Spartan {
-    let mut all: Vec<String> = ["--listen", "198.51.100.1", "--no-xdp"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    all.extend(args.iter().map(|s| s.to_string()));
+    let mut all = tests::args(&["--listen", "198.51.100.1", "--no-xdp"]);
+    all.extend(tests::args(args));
     Spartan::start(Some(node), &all, server())
 }
 

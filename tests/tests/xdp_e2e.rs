@@ -26,7 +26,7 @@ fn root_kernel_answers_over_veth_and_lo_and_userspace_the_rest() {
     let _nsd = Nsd::start(node, "127.0.0.1:5353".parse().unwrap(), "nsd-1");
 
     let server: SocketAddr = "198.51.100.1:53".parse().unwrap();
-    let args: Vec<String> = [
+    let args = tests::args(&[
         "--listen",
         "198.51.100.1",
         "--upstream",
@@ -38,10 +38,7 @@ fn root_kernel_answers_over_veth_and_lo_and_userspace_the_rest() {
         "--pin-dir",
         pins_node.path().to_str().unwrap(),
         "--detach-on-exit",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     let mut spartan = Spartan::start(Some(node), &args, server);
     assert!(
         spartan.log_text().contains("mode=native"),
@@ -102,7 +99,7 @@ fn root_zk_answers_survive_the_daemon_and_ready_lapses_with_it() {
     let node = Netns::new("spk");
     node.ip(&["addr", "add", "198.51.100.1/32", "dev", "lo"]);
     let server: SocketAddr = "198.51.100.1:53".parse().unwrap();
-    let args: Vec<String> = [
+    let args = tests::args(&[
         "--listen",
         "198.51.100.1",
         "--masters",
@@ -111,10 +108,7 @@ fn root_zk_answers_survive_the_daemon_and_ready_lapses_with_it() {
         "127.0.0.1:5353",
         "--pin-dir",
         pins.path().to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     let mut spartan = Spartan::start(Some(&node), &args, server);
     assert!(spartan.stop().unwrap().success());
     // The program stays attached with its maps: the kernel still answers zk.

@@ -432,7 +432,7 @@ fn answerable(f: &[u8], names: &[String]) -> Option<Message> {
 #[test]
 fn root_generated_frames_are_answered_correctly_or_passed_unchanged() {
     let mut h = Harness::new();
-    let names: Vec<String> = [
+    let names = tests::args(&[
         "ready.spartan.",
         "zk-1.zk.",
         "zk-2.zk.",
@@ -440,10 +440,7 @@ fn root_generated_frames_are_answered_correctly_or_passed_unchanged() {
         "zk-4.zk.",
         "zk-5.zk.",
         "ns.spartan.",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     let candidates = [
         "ready.spartan.",
         "READY.spartan.",
