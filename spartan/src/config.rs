@@ -62,7 +62,14 @@ pub struct FileConfig {
     pub mesos_port: Option<u16>,
     pub upstream_timeout_ms: Option<u64>,
     pub query_deadline_ms: Option<u64>,
+    /// Forwarded queries awaiting an answer, in all.
     pub max_in_flight: Option<usize>,
+    /// ... of which one client (source address) may hold (default: a
+    /// quarter of `max_in_flight`).
+    pub max_in_flight_per_client: Option<usize>,
+    /// Outstanding exchanges one upstream may hold (default: half of
+    /// `max_in_flight`), so that a dead zone cannot take the whole budget.
+    pub max_in_flight_per_upstream: Option<usize>,
     pub max_tcp_connections: Option<usize>,
     pub tcp_idle_timeout_ms: Option<u64>,
     /// How often the daemon checks itself (ready.spartan over UDP and TCP).
@@ -127,6 +134,8 @@ pub struct Config {
     #[serde(serialize_with = "ser_ms")]
     pub query_deadline: Duration,
     pub max_in_flight: usize,
+    pub max_in_flight_per_client: usize,
+    pub max_in_flight_per_upstream: usize,
     pub max_tcp_connections: usize,
     #[serde(serialize_with = "ser_ms")]
     pub tcp_idle_timeout: Duration,
@@ -246,6 +255,14 @@ impl FileConfig {
                 .filter(|sa| !ours(sa))
                 .collect(),
         };
+        if upstream_resolvers.is_empty() {
+            return Err(invalid(
+                "upstream_resolvers",
+                "no usable upstream resolver: none is configured and /etc/resolv.conf lists \
+                 only Spartan's own addresses (genresolv writes them there); set \
+                 upstream_resolvers in the file or RESOLVERS in the environment",
+            ));
+        }
         for sa in &upstream_resolvers {
             if ours(sa) {
                 return Err(invalid(
@@ -298,6 +315,22 @@ impl FileConfig {
         if max_in_flight == 0 {
             return Err(invalid("max_in_flight", "must be more than 0"));
         }
+        let share = |key: &str, v: Option<usize>, default: usize| match v {
+            Some(0) => Err(invalid(key, "must be more than 0")),
+            Some(v) if v > max_in_flight => Err(invalid(key, "must not exceed max_in_flight")),
+            Some(v) => Ok(v),
+            None => Ok(default.max(1)),
+        };
+        let max_in_flight_per_client = share(
+            "max_in_flight_per_client",
+            self.max_in_flight_per_client,
+            max_in_flight / 4,
+        )?;
+        let max_in_flight_per_upstream = share(
+            "max_in_flight_per_upstream",
+            self.max_in_flight_per_upstream,
+            max_in_flight / 2,
+        )?;
         let max_tcp_connections = self.max_tcp_connections.unwrap_or(256);
         if max_tcp_connections == 0 {
             return Err(invalid("max_tcp_connections", "must be more than 0"));
@@ -405,6 +438,8 @@ impl FileConfig {
             upstream_timeout,
             query_deadline,
             max_in_flight,
+            max_in_flight_per_client,
+            max_in_flight_per_upstream,
             max_tcp_connections,
             tcp_idle_timeout,
             self_check_interval: ms("self_check_interval_ms", self.self_check_interval_ms, 5_000)?,
@@ -436,7 +471,7 @@ mod tests {
     use super::*;
 
     fn resolve(text: &str) -> Result<Config, ConfigError> {
-        FileConfig::parse(Path::new("t.toml"), text)?.resolve("")
+        FileConfig::parse(Path::new("t.toml"), text)?.resolve("nameserver 192.0.2.53\n")
     }
 
     fn err_text(text: &str) -> String {
@@ -484,6 +519,39 @@ mod tests {
         assert_eq!(c.master_intervals.retry, Duration::from_secs(5));
         assert_eq!(c.master_intervals.http_timeout, Duration::from_secs(30));
         assert_eq!(c.http_listen, "127.0.0.1:62080".parse().unwrap());
+    }
+
+    #[test]
+    fn no_usable_upstream_names_the_fix() {
+        // What genresolv writes while Spartan runs: only Spartan's addresses.
+        let resolv = "nameserver 198.51.100.1\nnameserver 198.51.100.2\n";
+        let e = FileConfig::default()
+            .resolve(resolv)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`upstream_resolvers`"), "{e}");
+        assert!(e.contains("RESOLVERS"), "{e}");
+        assert!(e.contains("no usable upstream"), "{e}");
+        // Configured upstreams make resolv.conf irrelevant.
+        let f = FileConfig {
+            upstream_resolvers: Some(vec!["192.0.2.9".into()]),
+            ..Default::default()
+        };
+        assert!(f.resolve(resolv).is_ok());
+    }
+
+    #[test]
+    fn shares_default_to_parts_of_the_budget_and_are_checked() {
+        let c = resolve("max_in_flight = 100").unwrap();
+        assert_eq!(
+            (c.max_in_flight_per_client, c.max_in_flight_per_upstream),
+            (25, 50)
+        );
+        assert!(err_text("max_in_flight_per_client = 0").contains("max_in_flight_per_client"));
+        assert!(
+            err_text("max_in_flight = 10\nmax_in_flight_per_upstream = 11")
+                .contains("max_in_flight_per_upstream")
+        );
     }
 
     #[test]

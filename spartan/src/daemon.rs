@@ -16,15 +16,13 @@ use tokio::{
 
 use crate::{
     config::Config,
-    dns::{
-        Handler,
-        server::{Limits, Server},
-    },
+    dns::server::{DnsServer, Setup, TcpLimits},
     fastpath::{FastPath, KernelMaps},
-    forward::Forwarder,
+    forward::{Limits, Router},
     iface,
     local_data::LocalData,
     masters::{self, MasterStatus},
+    state::Shared,
     stats::Stats,
     zone,
 };
@@ -34,21 +32,15 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// How often the heartbeat in the kernel map is refreshed.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 
-/// Everything a running daemon shares with its API and tasks.
-pub struct Shared {
-    pub config: std::sync::RwLock<Config>,
-    pub stats: Arc<Stats>,
-    pub local: Arc<LocalData>,
-    pub forwarder: Arc<Forwarder>,
-    pub masters: Arc<MasterStatus>,
-    pub kernel_path: bool,
-    pub health: Arc<crate::selfcheck::Health>,
-    pub in_flight: Arc<tokio::sync::Semaphore>,
-    pub max_in_flight: usize,
+/// The XDP program, its maps, and the interfaces it was attached to.
+struct KernelPath {
+    program: FastPath,
+    maps: KernelMaps,
+    interfaces: Vec<String>,
 }
 
-/// Loads and attaches the XDP program; returns it with its maps.
-fn start_fast_path(config: &Config) -> Result<(FastPath, KernelMaps)> {
+/// Loads and attaches the XDP program.
+fn start_fast_path(config: &Config) -> Result<KernelPath> {
     let mut fast_path = FastPath::load(&config.xdp.pin_dir)?;
     let mut maps = fast_path.maps()?;
     maps.write_listen_addrs(&config.listen_addresses)?;
@@ -60,7 +52,82 @@ fn start_fast_path(config: &Config) -> Result<(FastPath, KernelMaps)> {
             .with_context(|| format!("attaching XDP to {interface}"))?;
         tracing::info!(%interface, %mode, "XDP program attached");
     }
-    Ok((fast_path, maps))
+    Ok(KernelPath {
+        program: fast_path,
+        maps,
+        interfaces,
+    })
+}
+
+/// Raises the soft descriptor limit to the hard one: the forwarder's needs
+/// are fixed, but TCP clients and the API take one each, and systemd's
+/// default soft limit is 1024.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain getrlimit/setrlimit on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        let soft = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if soft < limit.rlim_max && libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+            tracing::info!(from = soft, to = limit.rlim_max, "descriptor limit raised");
+        }
+    }
+}
+
+/// The keys of `new` that differ from `old` and take effect only after a
+/// restart.
+fn keys_needing_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    let mut check = |changed: bool, key: &'static str| {
+        if changed {
+            keys.push(key);
+        }
+    };
+    check(
+        old.listen_addresses != new.listen_addresses,
+        "listen_addresses",
+    );
+    check(old.dns_port != new.dns_port, "dns_port");
+    check(old.max_in_flight != new.max_in_flight, "max_in_flight");
+    check(
+        old.max_in_flight_per_client != new.max_in_flight_per_client,
+        "max_in_flight_per_client",
+    );
+    check(
+        old.max_in_flight_per_upstream != new.max_in_flight_per_upstream,
+        "max_in_flight_per_upstream",
+    );
+    check(
+        old.max_tcp_connections != new.max_tcp_connections,
+        "max_tcp_connections",
+    );
+    check(
+        old.tcp_idle_timeout != new.tcp_idle_timeout,
+        "tcp_idle_timeout_ms",
+    );
+    check(
+        old.self_check_interval != new.self_check_interval,
+        "self_check_interval_ms",
+    );
+    check(
+        old.manage_interface != new.manage_interface,
+        "manage_interface",
+    );
+    check(old.http_listen != new.http_listen, "http.listen");
+    check(old.xdp.enabled != new.xdp.enabled, "xdp.enabled");
+    check(old.xdp.interfaces != new.xdp.interfaces, "xdp.interfaces");
+    check(old.xdp.pin_dir != new.xdp.pin_dir, "xdp.pin_dir");
+    check(
+        old.xdp.detach_on_exit != new.xdp.detach_on_exit,
+        "xdp.detach_on_exit",
+    );
+    keys
 }
 
 /// The masters a previous daemon left in the kernel's zk answers: served
@@ -87,7 +154,7 @@ fn masters_from_kernel(maps: &KernelMaps) -> Vec<Ipv4Addr> {
 }
 
 fn spawn_discovery(shared: &Arc<Shared>, config: &Config) -> JoinHandle<()> {
-    let (local, forwarder) = (shared.local.clone(), shared.forwarder.clone());
+    let (local, router) = (shared.local.clone(), shared.router.clone());
     tokio::spawn(masters::run(
         config.masters.clone(),
         config.master_intervals.clone(),
@@ -95,7 +162,7 @@ fn spawn_discovery(shared: &Arc<Shared>, config: &Config) -> JoinHandle<()> {
         move |list| {
             // One step: kernel map and zones first, then `*.mesos`.
             local.set_masters(list)?;
-            forwarder.set_masters(list);
+            router.set_masters(list);
             Ok(())
         },
     ))
@@ -107,6 +174,7 @@ pub async fn run(config: Config, reload: impl Fn() -> Result<Config>) -> Result<
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    raise_fd_limit();
     if config.manage_interface {
         match iface::ensure(&config.listen_addresses).await {
             Ok(iface::Placement::Dummy) => {
@@ -140,49 +208,54 @@ pub async fn run(config: Config, reload: impl Fn() -> Result<Config>) -> Result<
     let initial_masters = match (&config.masters, &fast_path) {
         (masters::MasterSource::Static(list), _) => list.clone(),
         (masters::MasterSource::None, _) => Vec::new(),
-        (_, Some((_, maps))) => masters_from_kernel(maps),
+        (_, Some(kernel)) => masters_from_kernel(&kernel.maps),
         (_, None) => Vec::new(),
     };
     let local = Arc::new(LocalData::new(config.listen_addresses[0], &initial_masters));
     let kernel_path = fast_path.is_some();
-    let _program = if let Some((program, maps)) = fast_path {
-        local.attach_kernel(maps)?;
-        Some(program)
-    } else {
-        None
+    let (_program, attached) = match fast_path {
+        Some(kernel) => {
+            local.attach_kernel(kernel.maps)?;
+            (Some(kernel.program), kernel.interfaces)
+        }
+        None => (None, Vec::new()),
     };
-    let forwarder = Arc::new(Forwarder::new(&config, &initial_masters, stats.clone()));
+    let router = Arc::new(Router::new(&config, &initial_masters));
     let master_status = Arc::new(MasterStatus::default());
     *master_status.current.lock().expect("status lock") = initial_masters.clone();
     let shared = Arc::new(Shared {
         config: std::sync::RwLock::new(config.clone()),
         stats: stats.clone(),
         local: local.clone(),
-        forwarder: forwarder.clone(),
+        router: router.clone(),
         masters: master_status,
         kernel_path,
         health: Arc::new(crate::selfcheck::Health::default()),
-        in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
-        max_in_flight: config.max_in_flight,
     });
-    let handler = Arc::new(Handler::new(
-        local.clone(),
-        forwarder.clone(),
-        stats.clone(),
-    ));
     let addrs: Vec<SocketAddr> = config
         .listen_addresses
         .iter()
         .map(|a| SocketAddr::from((*a, config.dns_port)))
         .collect();
-    let limits = Limits {
-        max_in_flight: config.max_in_flight,
-        max_tcp_connections: config.max_tcp_connections,
-        tcp_idle_timeout: config.tcp_idle_timeout,
-    };
-    let server = Server::start(&addrs, handler, limits, shared.in_flight.clone()).await?;
+    let server = DnsServer::start(
+        &addrs,
+        Setup {
+            local: local.clone(),
+            router: router.clone(),
+            stats: stats.clone(),
+            limits: Limits {
+                max_in_flight: config.max_in_flight,
+                per_client: config.max_in_flight_per_client,
+                per_upstream: config.max_in_flight_per_upstream,
+            },
+            tcp: TcpLimits {
+                max_connections: config.max_tcp_connections,
+                idle_timeout: config.tcp_idle_timeout,
+            },
+        },
+    )?;
     let mut discovery = spawn_discovery(&shared, &config);
-    let http = match crate::http::start(config.http_listen, shared.clone()).await {
+    let http = match crate::http::start(config.http_listen, shared.clone(), stats.clone()).await {
         Ok(task) => Some(task),
         Err(e) => {
             // DNS matters more than the API: keep serving, say why.
@@ -236,16 +309,17 @@ pub async fn run(config: Config, reload: impl Fn() -> Result<Config>) -> Result<
                 match reload() {
                     Ok(new) => {
                         let old = shared.config.read().expect("config lock").clone();
-                        if new.listen_addresses != old.listen_addresses || new.dns_port != old.dns_port {
-                            tracing::warn!("listen addresses and port change only with a restart");
+                        let restart = keys_needing_restart(&old, &new);
+                        if !restart.is_empty() {
+                            tracing::warn!(keys = ?restart, "SIGHUP: these keys changed but take effect only after a restart");
                         }
-                        forwarder.reconfigure(&new);
+                        router.reconfigure(&new);
                         if new.masters != old.masters || new.master_intervals != old.master_intervals {
                             discovery.abort();
                             discovery = spawn_discovery(&shared, &new);
                         }
                         *shared.config.write().expect("config lock") = new;
-                        tracing::info!("SIGHUP: configuration reloaded");
+                        tracing::info!("SIGHUP: upstreams, forward zones, timeouts and master source reloaded");
                     }
                     Err(e) => tracing::error!(error = format!("{e:#}"), "SIGHUP: the new configuration is invalid; keeping the running one"),
                 }
@@ -261,14 +335,13 @@ pub async fn run(config: Config, reload: impl Fn() -> Result<Config>) -> Result<
         h.abort();
     }
     server.shutdown(SHUTDOWN_GRACE).await;
-    let config = shared.config.read().expect("config lock").clone();
+    // What this daemon attached, under the pin directory it started with
+    // (a reload does not move either).
     if kernel_path && config.xdp.detach_on_exit {
-        let mut interfaces = vec!["lo".to_string()];
-        interfaces.extend(config.xdp.interfaces.iter().cloned());
-        for interface in interfaces {
-            FastPath::detach(&config.xdp.pin_dir, &interface)?;
+        for interface in &attached {
+            FastPath::detach(&config.xdp.pin_dir, interface)?;
         }
-        tracing::info!("XDP program detached");
+        tracing::info!(interfaces = ?attached, "XDP program detached");
     } else if kernel_path {
         // Left attached: zk answers keep flowing until the next daemon
         // takes over the links; ready.spartan lapses with the heartbeat.

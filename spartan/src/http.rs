@@ -3,6 +3,7 @@
 use std::{
     net::SocketAddr,
     sync::{Arc, atomic::Ordering},
+    time::Duration,
 };
 
 use anyhow::{Context, Result};
@@ -17,7 +18,10 @@ use hickory_proto::rr::{LowerName, Name, RData};
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
-use crate::daemon::Shared;
+use hyper_util::{rt::TokioIo, rt::TokioTimer, service::TowerToHyperService};
+use tokio::sync::Semaphore;
+
+use crate::{state::Shared, stats::Stats};
 
 struct Api {
     shared: Arc<Shared>,
@@ -89,7 +93,7 @@ async fn hosts(State(api): ApiState, Path(host): Path<String>) -> impl IntoRespo
 async fn upstreams(State(api): ApiState) -> Json<Value> {
     let list: Vec<Value> = api
         .shared
-        .forwarder
+        .router
         .all_upstreams()
         .into_iter()
         .map(|(route, u)| {
@@ -107,7 +111,7 @@ async fn upstreams(State(api): ApiState) -> Json<Value> {
     Json(Value::Array(list))
 }
 
-async fn stats(State(api): ApiState) -> Json<Value> {
+async fn stats_json(State(api): ApiState) -> Json<Value> {
     Json(json!({
         "daemon": api.shared.stats.snapshot(),
         "masters": *api.shared.masters.current.lock().expect("status lock"),
@@ -132,8 +136,19 @@ async fn readyz(State(api): ApiState) -> impl IntoResponse {
     }
 }
 
+/// Connections the API serves at once; more are closed at accept, so that
+/// idle or slow HTTP clients can never take descriptors from DNS.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A client must send its request headers within this time (also between
+/// requests on a kept-alive connection), or the connection is closed.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Binds `listen` and serves the API until the task is aborted.
-pub async fn start(listen: SocketAddr, shared: Arc<Shared>) -> Result<tokio::task::JoinHandle<()>> {
+pub async fn start(
+    listen: SocketAddr,
+    shared: Arc<Shared>,
+    stats: Arc<Stats>,
+) -> Result<tokio::task::JoinHandle<()>> {
     let api = Arc::new(Api {
         registry: crate::metrics::registry(shared.clone()),
         shared,
@@ -144,16 +159,41 @@ pub async fn start(listen: SocketAddr, shared: Arc<Shared>) -> Result<tokio::tas
         .route("/v1/records", get(records))
         .route("/v1/hosts/{host}", get(hosts))
         .route("/v1/upstreams", get(upstreams))
-        .route("/v1/stats", get(stats))
+        .route("/v1/stats", get(stats_json))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(api);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the HTTP API on {listen}"))?;
-    Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "HTTP API stopped");
-        }
-    }))
+    Ok(tokio::spawn(serve(listener, app, stats)))
+}
+
+async fn serve(listener: tokio::net::TcpListener, app: Router, stats: Arc<Stats>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                    Stats::inc(&stats.accept_backoffs);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            Stats::inc(&stats.http_refused);
+            continue;
+        };
+        let connection =
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(slot);
+        });
+    }
 }

@@ -13,7 +13,7 @@ use prometheus_client::{
 };
 use spartan_common::Counter;
 
-use crate::{daemon::Shared, forward::upstream::FAILURE_REASONS};
+use crate::{forward::upstream::FAILURE_REASONS, state::Shared};
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -142,12 +142,28 @@ impl Collector for SpartanCollector {
                     stats.dropped_garbage,
                 ),
                 (
+                    vec![("reason", "client_share".to_string())],
+                    stats.dropped_client_share,
+                ),
+                (
+                    vec![("reason", "upstream_share".to_string())],
+                    stats.dropped_upstream_share,
+                ),
+                (
                     vec![("reason", "tcp_connection_refused".to_string())],
                     stats.tcp_refused,
                 ),
+                (
+                    vec![("reason", "tcp_write_timeout".to_string())],
+                    stats.tcp_write_timeouts,
+                ),
+                (
+                    vec![("reason", "http_connection_refused".to_string())],
+                    stats.http_refused,
+                ),
             ],
         )?;
-        let in_flight = s.max_in_flight - s.in_flight.available_permits().min(s.max_in_flight);
+        let in_flight = stats.in_flight;
         gauge(
             &mut e,
             "spartan_in_flight",
@@ -161,7 +177,7 @@ impl Collector for SpartanCollector {
             vec![(vec![], stats.upstream_stray)],
         )?;
 
-        let routes = s.forwarder.all_routes();
+        let routes = s.router.all_routes();
         counter(
             &mut e,
             "spartan_forward_failures",

@@ -17,7 +17,11 @@ use crate::selfcheck;
 pub async fn answering(addrs: &[Ipv4Addr], port: u16, timeout: Duration) -> Vec<Ipv4Addr> {
     let checks = addrs.iter().map(|a| {
         let server = SocketAddr::from((*a, port));
-        async move { selfcheck::check_udp(server, timeout).await.then_some(*a) }
+        async move {
+            selfcheck::check_ready_udp(server, timeout)
+                .await
+                .then_some(*a)
+        }
     });
     futures::future::join_all(checks)
         .await

@@ -1,6 +1,9 @@
-//! The daemon's self-check: `ready.spartan` through the real path, over
-//! UDP (answered by the kernel when the fast path is on) and over TCP (the
-//! daemon itself). It feeds `/healthz` and the systemd watchdog.
+//! The daemon's self-check through the daemon's own listeners: over UDP a
+//! question the kernel never answers (`ready.spartan` TXT: the XDP program
+//! answers only A questions of its map), so that a stalled UDP loop shows
+//! even while the kernel still answers `ready.spartan` A; over TCP
+//! `ready.spartan` A (only the daemon speaks TCP). It feeds `/healthz` and
+//! the systemd watchdog.
 
 use std::{
     net::SocketAddr,
@@ -12,16 +15,18 @@ use std::{
 };
 
 use hickory_proto::{
-    op::{Message, MessageType, OpCode, Query},
+    op::{Message, MessageType, OpCode, Query, ResponseCode},
     rr::{Name, RData, RecordType},
 };
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpStream, UdpSocket},
     time::timeout,
 };
 
-use crate::zone::READY_ADDR;
+use crate::{
+    framing::{FrameReader, write_frame},
+    zone::READY_ADDR,
+};
 
 /// The result of the latest checks.
 #[derive(Debug, Default)]
@@ -34,7 +39,7 @@ pub struct Health {
     pub failures: AtomicU64,
 }
 
-fn query(id: u16) -> Vec<u8> {
+fn query(id: u16, rtype: RecordType) -> Vec<u8> {
     let mut m = Message::new();
     m.set_id(id)
         .set_message_type(MessageType::Query)
@@ -42,7 +47,7 @@ fn query(id: u16) -> Vec<u8> {
         .set_recursion_desired(true)
         .add_query(Query::query(
             Name::from_ascii("ready.spartan.").expect("static name"),
-            RecordType::A,
+            rtype,
         ));
     m.to_vec().expect("static query encodes")
 }
@@ -58,15 +63,43 @@ fn is_ready_answer(reply: &[u8], id: u16) -> bool {
     })
 }
 
-pub async fn check_udp(server: SocketAddr, wait: Duration) -> bool {
+/// The daemon's answer to `ready.spartan` TXT: authoritative NODATA with
+/// the `spartan` SOA.
+fn is_userspace_answer(reply: &[u8], id: u16) -> bool {
+    Message::from_vec(reply).is_ok_and(|m| {
+        m.id() == id
+            && m.authoritative()
+            && m.response_code() == ResponseCode::NoError
+            && m.name_servers()
+                .iter()
+                .any(|r| r.record_type() == RecordType::SOA)
+    })
+}
+
+/// `ready.spartan` A over UDP: what watchdogs ask (the kernel may answer).
+pub async fn check_ready_udp(server: SocketAddr, wait: Duration) -> bool {
+    udp_exchange(server, wait, RecordType::A, is_ready_answer).await
+}
+
+/// A UDP question only the daemon answers.
+async fn check_udp_listener(server: SocketAddr, wait: Duration) -> bool {
+    udp_exchange(server, wait, RecordType::TXT, is_userspace_answer).await
+}
+
+async fn udp_exchange(
+    server: SocketAddr,
+    wait: Duration,
+    rtype: RecordType,
+    good: fn(&[u8], u16) -> bool,
+) -> bool {
     let attempt = async {
         let socket = UdpSocket::bind("0.0.0.0:0").await.ok()?;
         let id = rand::random();
-        socket.send_to(&query(id), server).await.ok()?;
+        socket.send_to(&query(id, rtype), server).await.ok()?;
         let mut buf = [0u8; 512];
         loop {
             let (len, from) = socket.recv_from(&mut buf).await.ok()?;
-            if from == server && is_ready_answer(&buf[..len], id) {
+            if from == server && good(&buf[..len], id) {
                 return Some(());
             }
         }
@@ -78,22 +111,41 @@ async fn check_tcp(server: SocketAddr, wait: Duration) -> bool {
     let attempt = async {
         let mut stream = TcpStream::connect(server).await.ok()?;
         let id = rand::random();
-        let q = query(id);
-        let mut framed = (q.len() as u16).to_be_bytes().to_vec();
-        framed.extend_from_slice(&q);
-        stream.write_all(&framed).await.ok()?;
-        let len = stream.read_u16().await.ok()? as usize;
-        let mut reply = vec![0u8; len];
-        stream.read_exact(&mut reply).await.ok()?;
+        write_frame(&mut stream, &query(id, RecordType::A))
+            .await
+            .ok()?;
+        let reply = FrameReader::new().read(&mut stream).await.ok()??;
         is_ready_answer(&reply, id).then_some(())
     };
     matches!(timeout(wait, attempt).await, Ok(Some(())))
 }
 
-/// One check, UDP and TCP; true when both answered 127.0.0.1.
-pub async fn check(server: SocketAddr, wait: Duration) -> bool {
-    let (udp, tcp) = tokio::join!(check_udp(server, wait), check_tcp(server, wait));
-    udp && tcp
+/// Which legs of one check passed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckResult {
+    pub udp: bool,
+    pub tcp: bool,
+}
+
+impl CheckResult {
+    pub fn ok(self) -> bool {
+        self.udp && self.tcp
+    }
+
+    fn failing(self) -> &'static str {
+        match (self.udp, self.tcp) {
+            (false, false) => "UDP and TCP",
+            (false, true) => "UDP",
+            (true, false) => "TCP",
+            (true, true) => "nothing",
+        }
+    }
+}
+
+/// One check of the daemon's UDP and TCP listeners.
+pub async fn check(server: SocketAddr, wait: Duration) -> CheckResult {
+    let (udp, tcp) = tokio::join!(check_udp_listener(server, wait), check_tcp(server, wait));
+    CheckResult { udp, tcp }
 }
 
 /// Checks every `every`; calls `on_pass` after each passing check.
@@ -101,7 +153,8 @@ pub async fn run(server: SocketAddr, every: Duration, health: Arc<Health>, on_pa
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        let ok = check(server, Duration::from_secs(2).min(every)).await;
+        let result = check(server, Duration::from_secs(2).min(every)).await;
+        let ok = result.ok();
         let was = health.ok.swap(ok, Ordering::Relaxed);
         if ok {
             health.passes.fetch_add(1, Ordering::Relaxed);
@@ -116,7 +169,7 @@ pub async fn run(server: SocketAddr, every: Duration, health: Arc<Health>, on_pa
             if ok {
                 tracing::info!("self-check passes again");
             } else {
-                tracing::warn!(%server, "self-check failed: ready.spartan not answered over UDP and TCP");
+                tracing::warn!(%server, failing = result.failing(), "self-check failed: the daemon's listeners did not answer");
             }
         }
     }

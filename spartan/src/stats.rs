@@ -50,8 +50,26 @@ counters! {
     badvers,
     /// Datagrams dropped: not even a DNS header, or a response.
     dropped_garbage,
-    /// UDP queries dropped because `max_in_flight` were in flight.
+    /// Queries dropped because `max_in_flight` forwarded queries were in
+    /// flight (or a reply could not be sent for lack of room).
     dropped_overload,
+    /// Queries dropped because their client (source address) held its
+    /// whole share of the in-flight budget.
+    dropped_client_share,
+    /// Queries dropped because every upstream of their route held its whole
+    /// share of outstanding exchanges (a dead zone).
+    dropped_upstream_share,
+    /// Forwarded queries in flight now (a gauge).
+    in_flight,
+    /// Upstream replies larger than the client takes over UDP, answered
+    /// with TC at once.
+    truncated_for_client,
+    /// TCP connections closed because the client did not read its replies.
+    tcp_write_timeouts,
+    /// Accept loops that paused because no descriptor was left (EMFILE).
+    accept_backoffs,
+    /// HTTP connections refused because the API's connection cap was reached.
+    http_refused,
     /// TCP connections refused because `max_tcp_connections` were open.
     tcp_refused,
     /// Upstream replies dropped: wrong source, ID or question.
@@ -66,6 +84,68 @@ impl Stats {
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Why a query was dropped without an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Garbage, or a response where a query was expected.
+    Garbage,
+    /// The global in-flight budget is used up.
+    Overload,
+    /// The client's share of the budget is used up.
+    ClientShare,
+    /// Every upstream of the route holds its whole share.
+    UpstreamShare,
+}
+
+impl Stats {
+    /// Counts a dropped query under its reason.
+    pub fn dropped(&self, reason: DropReason) {
+        Self::inc(match reason {
+            DropReason::Garbage => &self.dropped_garbage,
+            DropReason::Overload => &self.dropped_overload,
+            DropReason::ClientShare => &self.dropped_client_share,
+            DropReason::UpstreamShare => &self.dropped_upstream_share,
+        });
+    }
+
+    /// Counts a reply at the one place every reply passes: the query's
+    /// outcome, the answer's source and RCODE, and the source's total.
+    pub fn replied(&self, tcp: bool, origin: ReplyOrigin, rcode: u16) {
+        let (outcome, source, total) = match origin {
+            ReplyOrigin::Local => (Outcome::Local, Source::Local, &self.answered_local),
+            ReplyOrigin::Error => (Outcome::Error, Source::Local, &self.answered_local),
+            ReplyOrigin::Upstream => (
+                Outcome::Forwarded,
+                Source::Upstream,
+                &self.answered_upstream,
+            ),
+            ReplyOrigin::Generated => (
+                Outcome::Forwarded,
+                Source::Generated,
+                &self.servfail_generated,
+            ),
+        };
+        if origin != ReplyOrigin::Error {
+            Self::inc(total);
+        }
+        self.breakdown.query(tcp, outcome);
+        self.breakdown.answer(source, rcode);
+    }
+}
+
+/// Who made a reply, as the response boundary counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyOrigin {
+    /// The local zones.
+    Local,
+    /// An error reply to a bad query (FORMERR, NOTIMP, BADVERS, REFUSED).
+    Error,
+    /// An upstream's reply, relayed (or cut to TC for the client).
+    Upstream,
+    /// A SERVFAIL Spartan made (every upstream failed, or a limit).
+    Generated,
 }
 
 /// Who produced an answer.

@@ -1,45 +1,32 @@
 //! Responses built by Spartan itself: local zone answers and errors.
 
 use hickory_proto::{
-    op::{Edns, Message, MessageType, OpCode, ResponseCode},
+    op::{Message, MessageType, OpCode, ResponseCode},
     rr::Record,
 };
-use spartan_common::EDNS_UDP_SIZE;
 
-use crate::zone::LocalAnswer;
-
-/// Largest UDP reply a client without EDNS accepts.
-const CLASSIC_UDP_SIZE: usize = 512;
-
-/// A response skeleton for `query`: same ID, opcode, RD and question; RA set.
-pub fn response_to(query: &Message, rcode: ResponseCode) -> Message {
-    let mut m = Message::new();
-    m.set_id(query.id())
-        .set_message_type(MessageType::Response)
-        .set_op_code(query.op_code())
-        .set_recursion_desired(query.recursion_desired())
-        .set_recursion_available(true)
-        .set_checking_disabled(query.checking_disabled())
-        .set_response_code(rcode);
-    m.add_queries(query.queries().iter().cloned());
-    if let Some(edns) = query.extensions() {
-        m.set_edns(our_edns(edns.flags().dnssec_ok));
-    }
-    m
-}
-
-fn our_edns(dnssec_ok: bool) -> Edns {
-    let mut edns = Edns::new();
-    edns.set_max_payload(EDNS_UDP_SIZE)
-        .set_version(0)
-        .set_dnssec_ok(dnssec_ok);
-    edns
-}
+use crate::{
+    message::{CLASSIC_UDP_SIZE, our_edns, response_to},
+    zone::LocalAnswer,
+};
 
 /// The reply to a query whose EDNS version we do not speak.
 pub fn badvers(query: &Message) -> Message {
     let mut m = response_to(query, ResponseCode::BADVERS);
     m.set_edns(our_edns(false));
+    m
+}
+
+/// The reply to an opcode we do not implement: NOTIMP with the question
+/// and no flags besides QR and the opcode (no RA, RD, CD or AD), as BIND
+/// and Unbound answer.
+pub fn notimp(query: &Message) -> Message {
+    let mut m = Message::new();
+    m.set_id(query.id())
+        .set_message_type(MessageType::Response)
+        .set_op_code(query.op_code())
+        .set_response_code(ResponseCode::NotImp);
+    m.add_queries(query.queries().iter().cloned());
     m
 }
 
@@ -103,6 +90,7 @@ mod tests {
     };
 
     use super::*;
+    use hickory_proto::op::Edns;
 
     fn query(edns_size: Option<u16>) -> Message {
         let mut q = Message::new();

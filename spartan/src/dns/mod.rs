@@ -1,13 +1,11 @@
-//! The DNS front end: listeners and the query handler.
+//! The DNS front end: servers that own sockets and framing, one request
+//! handler that turns a query into a reply now or later, and the response
+//! handle through which every reply leaves (and is counted, once).
 
 mod handler;
 mod local;
+mod responder;
 pub mod server;
 
-pub use handler::{Decision, Handler, Transport};
-
-/// A real SERVFAIL for `query`: QR set, its ID and question, RA set.
-pub fn servfail(query: &hickory_proto::op::Message) -> Vec<u8> {
-    let reply = local::response_to(query, hickory_proto::op::ResponseCode::ServFail);
-    reply.to_vec().unwrap_or_default()
-}
+pub use handler::RequestHandler;
+pub use responder::ResponseHandle;

@@ -1,17 +1,22 @@
-//! One query to one upstream, over UDP or TCP, from a fresh socket with a
-//! fresh random ID. A reply counts only when its source, ID and question
-//! match what was sent; anything else is a stray, counted and ignored.
+//! What makes an upstream reply ours, and the TCP exchange.
+//!
+//! A reply counts only when its source, ID and question match what was
+//! sent (RFC 5452); anything else is a stray, counted and ignored. Only the
+//! header and the question are decoded (with hickory's decoders), not the
+//! whole reply.
 
 use std::{io, net::SocketAddr};
 
-use hickory_proto::op::{Message, Query};
+use hickory_proto::{
+    op::{Header, MessageType, Query},
+    serialize::binary::{BinDecodable, BinDecoder},
+};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpStream, UdpSocket},
+    net::TcpStream,
     time::{Instant, timeout_at},
 };
 
-use crate::stats::Stats;
+use crate::framing::{FrameReader, write_frame};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExchangeError {
@@ -19,35 +24,26 @@ pub enum ExchangeError {
     Timeout,
     #[error("network error: {0}")]
     Io(#[from] io::Error),
-    #[error("malformed reply")]
-    Malformed,
+    #[error("the connection closed without a reply")]
+    Closed,
 }
 
-fn unspecified_for(addr: &SocketAddr) -> SocketAddr {
-    if addr.is_ipv4() {
-        SocketAddr::from(([0, 0, 0, 0], 0))
-    } else {
-        SocketAddr::from(([0u16; 8], 0))
-    }
-}
-
-/// `wire` with its ID replaced.
-pub fn with_id(wire: &[u8], id: u16) -> Vec<u8> {
-    let mut out = wire.to_vec();
-    out[..2].copy_from_slice(&id.to_be_bytes());
-    out
-}
-
-/// Does `reply` answer the query with `id` and `question`?
-fn matches(reply: &[u8], id: u16, question: &Query) -> bool {
-    if reply.len() < 12 || u16::from_be_bytes([reply[0], reply[1]]) != id || reply[2] & 0x80 == 0 {
+/// Does `reply` (whose header is `header`) answer `question` with `id`?
+pub fn matches(reply: &[u8], header: &Header, id: u16, question: &Query) -> bool {
+    if header.id() != id || header.message_type() != MessageType::Response {
         return false;
     }
-    match Message::from_vec(reply) {
+    if header.query_count() == 0 {
         // A truncated reply may carry no question at all; the ID matched.
-        Ok(m) if m.queries().is_empty() => m.truncated(),
-        Ok(m) => {
-            let q = &m.queries()[0];
+        return header.truncated();
+    }
+    let mut decoder = BinDecoder::new(reply);
+    if decoder.read_slice(12).is_err() {
+        return false;
+    }
+    match Query::read(&mut decoder) {
+        // Name equality is case-insensitive: an upstream may echo 0x20.
+        Ok(q) => {
             q.name() == question.name()
                 && q.query_type() == question.query_type()
                 && q.query_class() == question.query_class()
@@ -56,75 +52,93 @@ fn matches(reply: &[u8], id: u16, question: &Query) -> bool {
     }
 }
 
-/// The largest UDP reply a query allows: its EDNS UDP size, at least 512.
-pub fn max_udp_reply(query: &Message) -> usize {
-    query
-        .extensions()
-        .as_ref()
-        .map_or(512, |e| e.max_payload() as usize)
-        .clamp(512, 65_535)
-}
-
-/// Sends `wire` (the client's query) with a fresh ID to `upstream` over UDP
-/// and waits until `deadline` for a matching reply.
-pub async fn udp(
-    upstream: SocketAddr,
-    wire: &[u8],
-    question: &Query,
-    max_reply: usize,
-    deadline: Instant,
-    stats: &Stats,
-) -> Result<Vec<u8>, ExchangeError> {
-    let id: u16 = rand::random();
-    // Port 0: the kernel picks a random ephemeral port for every socket.
-    let socket = UdpSocket::bind(unspecified_for(&upstream)).await?;
-    socket.send_to(&with_id(wire, id), upstream).await?;
-    // Room for the largest reply the client said it accepts (the upstream
-    // sizes its reply by the same EDNS field, which passes through).
-    let mut buf = vec![0u8; max_reply];
-    loop {
-        let (len, from) = match timeout_at(deadline, socket.recv_from(&mut buf)).await {
-            Err(_) => return Err(ExchangeError::Timeout),
-            Ok(r) => r?,
-        };
-        let reply = &buf[..len];
-        if from != upstream || !matches(reply, id, question) {
-            Stats::inc(&stats.upstream_stray);
-            continue;
-        }
-        return Ok(reply.to_vec());
-    }
-}
-
-/// The same over TCP: one connection, one length-prefixed query and reply.
+/// Sends `query` (its ID already set) to `upstream` over one TCP
+/// connection and reads one reply, until `deadline`.
 pub async fn tcp(
     upstream: SocketAddr,
-    wire: &[u8],
-    question: &Query,
+    query: &[u8],
     deadline: Instant,
-    stats: &Stats,
 ) -> Result<Vec<u8>, ExchangeError> {
-    let id: u16 = rand::random();
     let exchange = async {
         let mut stream = TcpStream::connect(upstream).await?;
         stream.set_nodelay(true)?;
-        let query = with_id(wire, id);
-        let mut framed = Vec::with_capacity(query.len() + 2);
-        framed.extend_from_slice(&(query.len() as u16).to_be_bytes());
-        framed.extend_from_slice(&query);
-        stream.write_all(&framed).await?;
-        let len = stream.read_u16().await? as usize;
-        let mut reply = vec![0u8; len];
-        stream.read_exact(&mut reply).await?;
-        Ok::<_, io::Error>(reply)
+        write_frame(&mut stream, query).await?;
+        FrameReader::new()
+            .read(&mut stream)
+            .await?
+            .ok_or(ExchangeError::Closed)
     };
-    let reply = match timeout_at(deadline, exchange).await {
-        Err(_) => return Err(ExchangeError::Timeout),
-        Ok(r) => r?,
+    timeout_at(deadline, exchange)
+        .await
+        .map_err(|_| ExchangeError::Timeout)?
+}
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::{
+        op::{Message, ResponseCode},
+        rr::{DNSClass, Name, RecordType},
     };
-    if !matches(&reply, id, question) {
-        Stats::inc(&stats.upstream_stray);
-        return Err(ExchangeError::Malformed);
+
+    use super::*;
+
+    fn question() -> Query {
+        Query::query(Name::from_ascii("www.example.net.").unwrap(), RecordType::A)
     }
-    Ok(reply)
+
+    fn reply(id: u16, q: Option<Query>, response: bool, truncated: bool) -> Vec<u8> {
+        let mut m = Message::new();
+        m.set_id(id)
+            .set_message_type(if response {
+                MessageType::Response
+            } else {
+                MessageType::Query
+            })
+            .set_truncated(truncated)
+            .set_response_code(ResponseCode::NoError);
+        if let Some(q) = q {
+            m.add_query(q);
+        }
+        m.to_vec().unwrap()
+    }
+
+    fn check(wire: &[u8], id: u16) -> bool {
+        let header = crate::message::header(wire).unwrap();
+        matches(wire, &header, id, &question())
+    }
+
+    #[test]
+    fn the_right_reply_matches_in_any_case() {
+        assert!(check(&reply(7, Some(question()), true, false), 7));
+        let upper = Query::query(Name::from_ascii("WWW.Example.NET.").unwrap(), RecordType::A);
+        assert!(check(&reply(7, Some(upper), true, false), 7));
+    }
+
+    #[test]
+    fn wrong_id_qr_name_type_or_class_do_not_match() {
+        assert!(!check(&reply(8, Some(question()), true, false), 7), "id");
+        assert!(!check(&reply(7, Some(question()), false, false), 7), "QR");
+        let other = Query::query(
+            Name::from_ascii("evil.example.net.").unwrap(),
+            RecordType::A,
+        );
+        assert!(!check(&reply(7, Some(other), true, false), 7), "name");
+        let aaaa = Query::query(question().name().clone(), RecordType::AAAA);
+        assert!(!check(&reply(7, Some(aaaa), true, false), 7), "type");
+        let mut chaos = question();
+        chaos.set_query_class(DNSClass::CH);
+        assert!(!check(&reply(7, Some(chaos), true, false), 7), "class");
+    }
+
+    #[test]
+    fn a_questionless_reply_matches_only_when_truncated() {
+        assert!(check(&reply(7, None, true, true), 7));
+        assert!(!check(&reply(7, None, true, false), 7));
+    }
+
+    #[test]
+    fn a_reply_cut_inside_its_question_does_not_match() {
+        let wire = reply(7, Some(question()), true, false);
+        assert!(!check(&wire[..20], 7));
+    }
 }

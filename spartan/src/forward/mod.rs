@@ -1,247 +1,492 @@
 //! The racing forwarder: each query goes to two upstreams at once (all of
 //! them when there are two or fewer) and the first usable answer wins.
+//!
+//! It runs on the DNS thread, without locks, tasks or channels per query:
+//! a query is sent from one socket of a fixed [`pool`], its exchanges wait
+//! in a table keyed by socket, upstream and ID, and the socket's receive
+//! loop answers the client through its [`Responder`] as soon as a usable
+//! reply comes in. Losing exchanges stay in the table until their reply or
+//! their timeout, so that they still score their upstream; each upstream
+//! may hold at most its share of them.
 
+mod admission;
 mod exchange;
+pub mod pool;
+mod router;
 pub mod upstream;
 
 use std::{
-    net::{Ipv4Addr, SocketAddr},
-    sync::{Arc, RwLock},
-    time::Duration,
+    cell::RefCell,
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap},
+    net::{IpAddr, SocketAddr},
+    rc::Rc,
+    sync::{Arc, atomic::Ordering},
 };
 
+use admission::Admission;
+pub use admission::Limits;
 use hickory_proto::{
     op::{Message, ResponseCode},
-    rr::{LowerName, Name},
+    rr::LowerName,
 };
-use tokio::{sync::mpsc, time::Instant};
+pub use router::{Router, Routes};
+use slab::Slab;
+use tokio::{sync::Notify, time::Instant};
 use upstream::{Outcome, Upstream, UpstreamSet};
 
 use crate::{
-    config::Config,
-    dns::Transport,
-    stats::{Source, Stats},
+    message::{self, Transport},
+    stats::{DropReason, ReplyOrigin, Stats},
+    udp_batch::RecvBatch,
 };
 
-/// Where a name goes.
-pub struct Routes {
-    resolvers: Arc<UpstreamSet>,
-    masters: Arc<UpstreamSet>,
-    /// Forward zones, longest first.
-    zones: Vec<(LowerName, Arc<UpstreamSet>)>,
+/// Answers one client: implemented by the front end.
+pub trait Responder {
+    /// Sends `reply` to the client.
+    fn respond(self: Box<Self>, reply: Vec<u8>, origin: ReplyOrigin);
+    /// Gives the query up without a reply.
+    fn drop_query(self: Box<Self>);
+}
+
+/// Datagrams one receive call takes, and the largest reply kept whole: a
+/// longer one is answered with TC (a UDP client takes at most 4096 bytes
+/// in practice; RFC 9715 suggests 1232).
+const REPLY_BATCH: usize = 16;
+const REPLY_SLOT: usize = 4096;
+/// The socket id of TCP exchanges (each has its own connection).
+const TCP: u32 = 0;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct ExchangeKey {
+    socket: u32,
+    upstream: SocketAddr,
+    id: u16,
+}
+
+struct Exchange {
+    query: usize,
+    upstream: Arc<Upstream>,
+    sent: Instant,
+    /// Tells this exchange from an earlier one with the same key.
+    seq: u64,
+}
+
+/// A forwarded query until its last exchange ended.
+struct Pending {
+    query: Box<Message>,
+    transport: Transport,
+    client: IpAddr,
+    /// Taken when the client is answered.
+    responder: Option<Box<dyn Responder>>,
+    set: Arc<UpstreamSet>,
+    exchanges_left: usize,
+    /// A reply that is not usable (SERVFAIL, REFUSED...), kept in case no
+    /// usable one comes.
+    fallback: Option<Vec<u8>>,
+}
+
+/// How an exchange ended.
+enum End<'a> {
+    Reply { wire: &'a [u8], cut: bool },
+    NoReply,
+    Error,
+}
+
+#[derive(Default)]
+struct Table {
+    queries: Slab<Pending>,
+    exchanges: HashMap<ExchangeKey, Exchange>,
+    deadlines: BinaryHeap<Reverse<(Instant, u64, ExchangeKey)>>,
+    seq: u64,
 }
 
 pub struct Forwarder {
-    routes: RwLock<Arc<Routes>>,
-    mesos_port: u16,
-    upstream_timeout: Duration,
-    deadline: Duration,
+    router: Arc<Router>,
     stats: Arc<Stats>,
-}
-
-fn mesos_zone() -> LowerName {
-    LowerName::new(&Name::from_ascii("mesos.").expect("static name"))
+    admission: RefCell<Admission>,
+    table: RefCell<Table>,
+    pool: RefCell<pool::Pool>,
+    /// Wakes the expiry loop when a deadline earlier than all others comes.
+    earlier_deadline: Notify,
+    me: std::rc::Weak<Forwarder>,
 }
 
 impl Forwarder {
-    pub fn new(config: &Config, masters: &[Ipv4Addr], stats: Arc<Stats>) -> Self {
-        let mut zones: Vec<(LowerName, Arc<UpstreamSet>)> = config
-            .forward_zones
-            .iter()
-            .map(|(zone, servers)| {
-                let name = Name::from_ascii(format!("{zone}.")).expect("validated zone name");
-                (LowerName::new(&name), Arc::new(UpstreamSet::new(servers)))
-            })
-            .collect();
-        zones.sort_by_key(|(z, _)| std::cmp::Reverse(z.num_labels()));
-        let masters: Vec<SocketAddr> = masters
-            .iter()
-            .map(|m| SocketAddr::from((*m, config.mesos_port)))
-            .collect();
-        Self {
-            routes: RwLock::new(Arc::new(Routes {
-                resolvers: Arc::new(UpstreamSet::new(&config.upstream_resolvers)),
-                masters: Arc::new(UpstreamSet::new(&masters)),
-                zones,
-            })),
-            mesos_port: config.mesos_port,
-            upstream_timeout: config.upstream_timeout,
-            deadline: config.query_deadline,
+    /// Must be called on the DNS thread, inside its `LocalSet`.
+    pub fn new(router: Arc<Router>, stats: Arc<Stats>, limits: Limits) -> Rc<Self> {
+        let forwarder = Rc::new_cyclic(|me| Self {
+            router,
             stats,
-        }
-    }
-
-    /// Takes new resolvers and forward zones from a reloaded configuration;
-    /// the masters stay. Queries in flight finish on the routes they had.
-    pub fn reconfigure(&self, config: &Config) {
-        let fresh = Self::new(config, &[], self.stats.clone());
-        let fresh_routes = fresh.routes.read().expect("routes lock").clone();
-        let mut routes = self.routes.write().expect("routes lock");
-        *routes = Arc::new(Routes {
-            resolvers: fresh_routes.resolvers.clone(),
-            masters: routes.masters.clone(),
-            zones: fresh_routes.zones.clone(),
+            admission: RefCell::new(Admission::new(limits)),
+            table: RefCell::default(),
+            pool: RefCell::default(),
+            earlier_deadline: Notify::new(),
+            me: me.clone(),
         });
+        tokio::task::spawn_local(expire_loop(forwarder.clone()));
+        forwarder
     }
 
-    /// Points `*.mesos` at a new master list.
-    pub fn set_masters(&self, masters: &[Ipv4Addr]) {
-        let addrs: Vec<SocketAddr> = masters
-            .iter()
-            .map(|m| SocketAddr::from((*m, self.mesos_port)))
+    /// Queries whose client has not been answered yet.
+    pub fn in_flight(&self) -> usize {
+        self.admission.borrow().in_flight()
+    }
+
+    /// Forwards `query` (whose bytes are `wire`) for `client`; the answer
+    /// goes to `responder`, now or later.
+    pub fn forward(
+        &self,
+        query: Box<Message>,
+        wire: &[u8],
+        transport: Transport,
+        client: IpAddr,
+        responder: Box<dyn Responder>,
+    ) {
+        let routes = self.router.routes();
+        let set = self
+            .router
+            .route(&routes, &LowerName::new(query.queries()[0].name()));
+        if set.upstreams.is_empty() {
+            set.failures.fetch_add(1, Ordering::Relaxed);
+            return responder.respond(message::servfail(&query), ReplyOrigin::Generated);
+        }
+        if let Err(reason) = self.admission.borrow_mut().admit(client) {
+            return self.refuse(&query, transport, responder, reason);
+        }
+        let per_upstream = self.admission.borrow().limits().per_upstream as u64;
+        let chosen: Vec<Arc<Upstream>> = set
+            .pick()
+            .into_iter()
+            .filter(|u| u.outstanding.load(Ordering::Relaxed) < per_upstream)
             .collect();
-        let mut routes = self.routes.write().expect("routes lock");
-        let new = Routes {
-            resolvers: routes.resolvers.clone(),
-            masters: Arc::new(UpstreamSet::new(&addrs)),
-            zones: routes.zones.clone(),
-        };
-        *routes = Arc::new(new);
-    }
-
-    /// The upstreams for `name`: `*.mesos` to the masters, a forward zone
-    /// by longest suffix, anything else to the resolvers.
-    pub fn route(&self, name: &LowerName) -> Arc<UpstreamSet> {
-        let routes = self.routes.read().expect("routes lock").clone();
-        if mesos_zone().zone_of(name) {
-            return routes.masters.clone();
+        if chosen.is_empty() {
+            self.admission.borrow_mut().release(client);
+            return self.refuse(&query, transport, responder, DropReason::UpstreamShare);
         }
-        for (zone, set) in &routes.zones {
-            if zone.zone_of(name) {
-                return set.clone();
-            }
-        }
-        routes.resolvers.clone()
-    }
-
-    /// Every route with its name, for reporting.
-    pub fn all_routes(&self) -> Vec<(String, Arc<UpstreamSet>)> {
-        let routes = self.routes.read().expect("routes lock").clone();
-        let mut out = vec![
-            ("resolvers".to_string(), routes.resolvers.clone()),
-            ("mesos".to_string(), routes.masters.clone()),
-        ];
-        for (zone, set) in &routes.zones {
-            out.push((zone.to_string(), set.clone()));
-        }
-        out
-    }
-
-    /// Every upstream of every route, for reporting.
-    pub fn all_upstreams(&self) -> Vec<(String, Arc<Upstream>)> {
-        let routes = self.routes.read().expect("routes lock").clone();
-        let mut out = Vec::new();
-        for u in &routes.resolvers.upstreams {
-            out.push(("resolvers".to_string(), u.clone()));
-        }
-        for u in &routes.masters.upstreams {
-            out.push(("mesos".to_string(), u.clone()));
-        }
-        for (zone, set) in &routes.zones {
-            for u in &set.upstreams {
-                out.push((zone.to_string(), u.clone()));
-            }
-        }
-        out
-    }
-
-    /// Forwards `query` (whose bytes are `wire`) and returns the reply for
-    /// the client: the winning upstream reply with the client's ID, or, when
-    /// every upstream failed, one of their replies or a SERVFAIL we make.
-    pub async fn forward(&self, query: &Message, wire: &[u8], transport: Transport) -> Vec<u8> {
-        let question = query.queries()[0].clone();
-        let max_reply = exchange::max_udp_reply(query);
-        let set = self.route(&LowerName::new(question.name()));
-        let chosen = set.pick();
-        let overall = Instant::now() + self.deadline;
-        let (tx, mut rx) = mpsc::channel::<(Outcome, Option<Vec<u8>>)>(chosen.len().max(1));
+        self.publish_in_flight();
+        let now = Instant::now();
+        let deadline = now + routes.upstream_timeout;
+        let mut table = self.table.borrow_mut();
+        let key = table.queries.insert(Pending {
+            query,
+            transport,
+            client,
+            responder: Some(responder),
+            set,
+            exchanges_left: 0,
+            fallback: None,
+        });
+        let slot = rand::random::<u32>() as usize;
+        let mut out = wire.to_vec();
         for upstream in chosen {
-            let tx = tx.clone();
-            let wire = wire.to_vec();
-            let question = question.clone();
-            let stats = self.stats.clone();
-            let per_upstream = (Instant::now() + self.upstream_timeout).min(overall);
-            // Each exchange runs to its own end even after another won, so
-            // that a late reply still updates the loser's score.
-            upstream
-                .outstanding
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tokio::spawn(async move {
-                let started = Instant::now();
-                let result = match transport {
-                    Transport::Udp => {
-                        exchange::udp(
-                            upstream.addr,
-                            &wire,
-                            &question,
-                            max_reply,
-                            per_upstream,
-                            &stats,
-                        )
-                        .await
+            let socket = match transport {
+                Transport::Udp => {
+                    let opened = self.pool.borrow_mut().socket(
+                        slot,
+                        &upstream.addr,
+                        routes.upstream_timeout,
+                        |s| {
+                            let me = self.me.upgrade().expect("forwarder alive");
+                            tokio::task::spawn_local(receive_loop(
+                                me,
+                                s.id,
+                                s.socket.clone(),
+                                s.retirement.clone(),
+                            ));
+                        },
+                    );
+                    match opened {
+                        Ok(s) => Some(s),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "no upstream socket");
+                            Self::fail_to_send(&self.stats, &upstream);
+                            continue;
+                        }
                     }
-                    Transport::Tcp => {
-                        exchange::tcp(upstream.addr, &wire, &question, per_upstream, &stats).await
-                    }
-                };
-                let (outcome, reply) = match result {
-                    Ok(reply) => {
-                        // NOERROR (0) or NXDOMAIN (3) in the header's RCODE.
-                        let rcode = ResponseCode::from_low(reply[3] & 0x0f);
-                        let usable =
-                            matches!(rcode, ResponseCode::NoError | ResponseCode::NXDomain);
-                        let outcome = if usable {
-                            Outcome::Usable
-                        } else {
-                            Outcome::Failed
-                        };
-                        (outcome, Some(reply))
-                    }
-                    Err(exchange::ExchangeError::Timeout) => {
-                        Stats::inc(&stats.upstream_timeouts);
-                        (Outcome::NoReply, None)
-                    }
-                    Err(_) => {
-                        Stats::inc(&stats.upstream_errors);
-                        (Outcome::Error, None)
-                    }
-                };
-                upstream.record(outcome, started.elapsed());
-                upstream
-                    .outstanding
-                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                let _ = tx.send((outcome, reply)).await;
-            });
-        }
-        drop(tx);
-        let mut fallback: Option<Vec<u8>> = None;
-        loop {
-            match tokio::time::timeout_at(overall, rx.recv()).await {
-                Ok(Some((Outcome::Usable, Some(reply)))) => {
-                    Stats::inc(&self.stats.answered_upstream);
-                    self.stats
-                        .breakdown
-                        .answer(Source::Upstream, (reply[3] & 0x0f) as u16);
-                    return exchange::with_id(&reply, query.id());
                 }
-                Ok(Some((_, Some(reply)))) => {
-                    fallback.get_or_insert(reply);
-                }
-                Ok(Some((_, None))) => {}
-                Ok(None) | Err(_) => break,
+                Transport::Tcp => None,
+            };
+            let socket_id = socket.as_ref().map_or(TCP, |(id, _)| *id);
+            let Some(ex_key) = unused_key(&table, socket_id, upstream.addr) else {
+                Self::fail_to_send(&self.stats, &upstream);
+                continue;
+            };
+            message::set_id(&mut out, ex_key.id);
+            if let Some((_, socket)) = &socket
+                && let Err(e) = crate::udp_batch::send_now(socket, &out, upstream.addr)
+            {
+                tracing::debug!(error = %e, upstream = %upstream.addr, "send failed");
+                Self::fail_to_send(&self.stats, &upstream);
+                continue;
+            }
+            table.seq += 1;
+            let seq = table.seq;
+            upstream.outstanding.fetch_add(1, Ordering::Relaxed);
+            table.exchanges.insert(
+                ex_key,
+                Exchange {
+                    query: key,
+                    upstream,
+                    sent: now,
+                    seq,
+                },
+            );
+            let earliest = table
+                .deadlines
+                .peek()
+                .is_none_or(|Reverse((t, _, _))| deadline < *t);
+            table.deadlines.push(Reverse((deadline, seq, ex_key)));
+            if earliest {
+                self.earlier_deadline.notify_one();
+            }
+            table.queries[key].exchanges_left += 1;
+            if transport == Transport::Tcp {
+                let me = self.me.upgrade().expect("forwarder alive");
+                let query = out.clone();
+                tokio::task::spawn_local(async move {
+                    let result = exchange::tcp(ex_key.upstream, &query, deadline).await;
+                    me.on_tcp_result(ex_key, seq, result);
+                });
             }
         }
-        set.failures
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Some(reply) = fallback {
-            Stats::inc(&self.stats.answered_upstream);
-            self.stats
-                .breakdown
-                .answer(Source::Upstream, (reply[3] & 0x0f) as u16);
-            return exchange::with_id(&reply, query.id());
+        if table.queries[key].exchanges_left == 0 {
+            // Nothing could be sent at all.
+            self.finish(&mut table, key);
         }
-        Stats::inc(&self.stats.servfail_generated);
-        self.stats.breakdown.answer(Source::Generated, 2);
-        crate::dns::servfail(query)
+    }
+
+    fn fail_to_send(stats: &Stats, upstream: &Upstream) {
+        Stats::inc(&stats.upstream_errors);
+        upstream.record(Outcome::Error, std::time::Duration::ZERO);
+    }
+
+    /// A query over a limit: UDP stays silent (a flooding client gets no
+    /// work done for it); TCP gets a SERVFAIL, so that the connection's
+    /// pipeline moves on.
+    fn refuse(
+        &self,
+        query: &Message,
+        transport: Transport,
+        responder: Box<dyn Responder>,
+        reason: DropReason,
+    ) {
+        self.stats.dropped(reason);
+        match transport {
+            Transport::Udp => responder.drop_query(),
+            Transport::Tcp => responder.respond(message::servfail(query), ReplyOrigin::Generated),
+        }
+    }
+
+    fn publish_in_flight(&self) {
+        let n = self.admission.borrow().in_flight();
+        self.stats.in_flight.store(n as u64, Ordering::Relaxed);
+    }
+
+    /// A datagram on pool socket `socket` from `from`.
+    fn on_udp_reply(&self, socket: u32, from: SocketAddr, wire: &[u8], cut: bool) {
+        let Some(header) = message::header(wire) else {
+            Stats::inc(&self.stats.upstream_stray);
+            return;
+        };
+        let key = ExchangeKey {
+            socket,
+            upstream: from,
+            id: header.id(),
+        };
+        let mut table = self.table.borrow_mut();
+        let ours = table.exchanges.get(&key).is_some_and(|ex| {
+            let question = &table.queries[ex.query].query.queries()[0];
+            exchange::matches(wire, &header, key.id, question)
+        });
+        if !ours {
+            // Spoofed, late (after its timeout) or garbage: the exchange,
+            // if any, keeps waiting for the real reply.
+            Stats::inc(&self.stats.upstream_stray);
+            return;
+        }
+        let ex = table.exchanges.remove(&key).expect("checked");
+        self.end(&mut table, ex, End::Reply { wire, cut });
+    }
+
+    fn on_tcp_result(
+        &self,
+        key: ExchangeKey,
+        seq: u64,
+        result: Result<Vec<u8>, exchange::ExchangeError>,
+    ) {
+        let mut table = self.table.borrow_mut();
+        if table.exchanges.get(&key).is_none_or(|ex| ex.seq != seq) {
+            return; // Already expired.
+        }
+        let ex = table.exchanges.remove(&key).expect("checked");
+        match result {
+            Ok(wire) => {
+                let question = &table.queries[ex.query].query.queries()[0];
+                let ours = message::header(&wire)
+                    .is_some_and(|h| exchange::matches(&wire, &h, key.id, question));
+                if ours {
+                    self.end(
+                        &mut table,
+                        ex,
+                        End::Reply {
+                            wire: &wire,
+                            cut: false,
+                        },
+                    );
+                } else {
+                    Stats::inc(&self.stats.upstream_stray);
+                    Stats::inc(&self.stats.upstream_errors);
+                    self.end(&mut table, ex, End::Error);
+                }
+            }
+            Err(exchange::ExchangeError::Timeout) => {
+                Stats::inc(&self.stats.upstream_timeouts);
+                self.end(&mut table, ex, End::NoReply);
+            }
+            Err(_) => {
+                Stats::inc(&self.stats.upstream_errors);
+                self.end(&mut table, ex, End::Error);
+            }
+        }
+    }
+
+    /// Ends every exchange whose deadline has passed.
+    fn expire(&self, now: Instant) {
+        let mut table = self.table.borrow_mut();
+        while let Some(Reverse((at, seq, key))) = table.deadlines.peek().copied() {
+            if at > now {
+                break;
+            }
+            table.deadlines.pop();
+            if table.exchanges.get(&key).is_some_and(|ex| ex.seq == seq) {
+                let ex = table.exchanges.remove(&key).expect("checked");
+                Stats::inc(&self.stats.upstream_timeouts);
+                self.end(&mut table, ex, End::NoReply);
+            }
+        }
+    }
+
+    /// One exchange ended: score its upstream, answer the client when the
+    /// reply is usable, and finish the query after its last exchange.
+    fn end(&self, table: &mut Table, ex: Exchange, end: End<'_>) {
+        ex.upstream.outstanding.fetch_sub(1, Ordering::Relaxed);
+        let outcome = match &end {
+            End::Reply { wire, .. } => match message::rcode(wire) {
+                ResponseCode::NoError | ResponseCode::NXDomain => Outcome::Usable,
+                _ => Outcome::Failed,
+            },
+            End::NoReply => Outcome::NoReply,
+            End::Error => Outcome::Error,
+        };
+        ex.upstream.record(outcome, ex.sent.elapsed());
+        let pending = &mut table.queries[ex.query];
+        pending.exchanges_left -= 1;
+        if let End::Reply { wire, cut } = end {
+            let reply = self.reply_for_client(pending, wire, cut);
+            if outcome == Outcome::Usable {
+                if let Some(responder) = pending.responder.take() {
+                    self.admission.borrow_mut().release(pending.client);
+                    self.publish_in_flight();
+                    responder.respond(reply, ReplyOrigin::Upstream);
+                }
+            } else if pending.fallback.is_none() {
+                pending.fallback = Some(reply);
+            }
+        }
+        if pending.exchanges_left == 0 {
+            self.finish(table, ex.query);
+        }
+    }
+
+    /// The upstream's reply as the client gets it: the client's ID, and cut
+    /// to TC when it is larger than the client takes over UDP.
+    fn reply_for_client(&self, pending: &Pending, wire: &[u8], cut: bool) -> Vec<u8> {
+        let too_big = pending.transport == Transport::Udp
+            && (cut || wire.len() > message::max_udp_reply(&pending.query));
+        if too_big {
+            Stats::inc(&self.stats.truncated_for_client);
+            return message::truncated(&pending.query, message::rcode(wire));
+        }
+        let mut reply = wire.to_vec();
+        message::set_id(&mut reply, pending.query.id());
+        reply
+    }
+
+    /// The last exchange of query `key` ended: a client still waiting gets
+    /// an upstream's unusable reply or a SERVFAIL we make.
+    fn finish(&self, table: &mut Table, key: usize) {
+        let pending = table.queries.remove(key);
+        let Some(responder) = pending.responder else {
+            return;
+        };
+        self.admission.borrow_mut().release(pending.client);
+        self.publish_in_flight();
+        pending.set.failures.fetch_add(1, Ordering::Relaxed);
+        match pending.fallback {
+            Some(reply) => responder.respond(reply, ReplyOrigin::Upstream),
+            None => responder.respond(message::servfail(&pending.query), ReplyOrigin::Generated),
+        }
+    }
+}
+
+/// A fresh random ID for an exchange with `upstream` on `socket`, unused
+/// there (a few tries; with 65,536 IDs and a bounded table they suffice).
+fn unused_key(table: &Table, socket: u32, upstream: SocketAddr) -> Option<ExchangeKey> {
+    (0..16).find_map(|_| {
+        let key = ExchangeKey {
+            socket,
+            upstream,
+            id: rand::random(),
+        };
+        (!table.exchanges.contains_key(&key)).then_some(key)
+    })
+}
+
+/// Receives the replies on one pool socket until it is retired.
+async fn receive_loop(
+    forwarder: Rc<Forwarder>,
+    id: u32,
+    socket: Rc<tokio::net::UdpSocket>,
+    retirement: Rc<pool::Retirement>,
+) {
+    let mut batch = RecvBatch::new(REPLY_BATCH, REPLY_SLOT);
+    loop {
+        tokio::select! {
+            received = batch.recv(&socket) => match received {
+                Ok(n) => {
+                    for i in 0..n {
+                        if let Some(d) = batch.get(i) {
+                            forwarder.on_udp_reply(id, d.from, d.data, d.truncated);
+                        }
+                    }
+                }
+                // ICMP errors from earlier sends surface here; keep going.
+                Err(e) => tracing::debug!(error = %e, "upstream receive error"),
+            },
+            _ = retirement.wait() => return,
+        }
+    }
+}
+
+/// Times out exchanges at their deadlines.
+async fn expire_loop(forwarder: Rc<Forwarder>) {
+    loop {
+        let next = forwarder
+            .table
+            .borrow()
+            .deadlines
+            .peek()
+            .map(|Reverse((t, _, _))| *t);
+        let earlier = forwarder.earlier_deadline.notified();
+        match next {
+            None => earlier.await,
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => forwarder.expire(Instant::now()),
+                    _ = earlier => {}
+                }
+            }
+        }
     }
 }

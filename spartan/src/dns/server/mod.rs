@@ -1,0 +1,126 @@
+//! The DNS servers run on one thread of their own, on a current-thread
+//! runtime: sockets, handler and forwarder share it without locks, and a
+//! query is received, forwarded, matched and answered without waking
+//! another thread. The control plane (API, discovery, signals) runs
+//! elsewhere and shares only atomics and the read-mostly zones and routes.
+
+pub mod tcp;
+mod udp;
+
+use std::{net::SocketAddr, rc::Rc, sync::Arc, time::Duration};
+
+use anyhow::{Context, Result};
+use tokio::{sync::oneshot, task::LocalSet, time::Instant};
+
+pub use tcp::TcpLimits;
+
+use super::RequestHandler;
+use crate::{
+    forward::{Forwarder, Limits, Router},
+    local_data::LocalData,
+    stats::Stats,
+};
+
+/// What the DNS thread serves with.
+pub struct Setup {
+    pub local: Arc<LocalData>,
+    pub router: Arc<Router>,
+    pub stats: Arc<Stats>,
+    pub limits: Limits,
+    pub tcp: TcpLimits,
+}
+
+/// Sockets bound before the thread starts, so that a bind error is the
+/// caller's to report.
+struct Bound {
+    udp: std::net::UdpSocket,
+    tcp: std::net::TcpListener,
+}
+
+fn bind(addr: SocketAddr) -> Result<Bound> {
+    let udp = std::net::UdpSocket::bind(addr).with_context(|| format!("binding UDP {addr}"))?;
+    // TCP on the same port as UDP, also when UDP's was picked by the kernel.
+    let tcp_addr = SocketAddr::new(addr.ip(), udp.local_addr()?.port());
+    let tcp =
+        std::net::TcpListener::bind(tcp_addr).with_context(|| format!("binding TCP {tcp_addr}"))?;
+    udp.set_nonblocking(true)?;
+    tcp.set_nonblocking(true)?;
+    Ok(Bound { udp, tcp })
+}
+
+/// The running DNS thread.
+pub struct DnsServer {
+    stop: oneshot::Sender<Duration>,
+    done: oneshot::Receiver<()>,
+    thread: std::thread::JoinHandle<()>,
+    pub udp_addrs: Vec<SocketAddr>,
+}
+
+impl DnsServer {
+    /// Binds UDP and TCP on every address, then serves on a new thread.
+    pub fn start(addrs: &[SocketAddr], setup: Setup) -> Result<Self> {
+        let bound: Vec<Bound> = addrs.iter().map(|a| bind(*a)).collect::<Result<_>>()?;
+        let udp_addrs = bound
+            .iter()
+            .map(|b| b.udp.local_addr())
+            .collect::<std::io::Result<_>>()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("building the DNS thread's runtime")?;
+        let (stop, stopped) = oneshot::channel();
+        let (finished, done) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("spartan-dns".into())
+            .spawn(move || {
+                LocalSet::new().block_on(&runtime, serve(bound, setup, stopped));
+                let _ = finished.send(());
+            })
+            .context("starting the DNS thread")?;
+        Ok(Self {
+            stop,
+            done,
+            thread,
+            udp_addrs,
+        })
+    }
+
+    /// Stops reading queries, gives those in flight up to `grace` to be
+    /// answered, and ends the thread.
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.stop.send(grace);
+        let _ = self.done.await;
+        let _ = self.thread.join();
+    }
+}
+
+async fn serve(bound: Vec<Bound>, setup: Setup, stop: oneshot::Receiver<Duration>) {
+    let forwarder = Forwarder::new(setup.router, setup.stats.clone(), setup.limits);
+    let handler = Rc::new(RequestHandler::new(
+        setup.local,
+        forwarder.clone(),
+        setup.stats,
+    ));
+    let mut listeners = Vec::new();
+    for b in bound {
+        let udp = tokio::net::UdpSocket::from_std(b.udp).expect("inside the runtime");
+        let tcp = tokio::net::TcpListener::from_std(b.tcp).expect("inside the runtime");
+        listeners.push(tokio::task::spawn_local(udp::serve(
+            Rc::new(udp),
+            handler.clone(),
+        )));
+        listeners.push(tokio::task::spawn_local(tcp::serve(
+            tcp,
+            handler.clone(),
+            setup.tcp,
+        )));
+    }
+    let grace = stop.await.unwrap_or_default();
+    for l in &listeners {
+        l.abort();
+    }
+    let until = Instant::now() + grace;
+    while forwarder.in_flight() > 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

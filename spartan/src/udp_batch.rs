@@ -1,0 +1,202 @@
+//! Batched UDP receives: one `recvmmsg` takes every datagram waiting on a
+//! socket (up to the batch size), and a short batch tells that the queue is
+//! empty, so no extra `recvfrom` is spent just to meet `EAGAIN`.
+//!
+//! Readiness goes through tokio's `try_io`: when a batch comes back short,
+//! the closure reports `WouldBlock` and tokio clears the readiness it saw
+//! *before* the call, so a datagram that arrives meanwhile still wakes us.
+
+use std::{
+    io,
+    mem::{MaybeUninit, size_of},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
+    os::fd::AsRawFd,
+};
+
+use tokio::{io::Interest, net::UdpSocket};
+
+/// One received datagram.
+pub struct Datagram<'a> {
+    pub data: &'a [u8],
+    pub from: SocketAddr,
+    /// The datagram was larger than a slot and was cut.
+    pub truncated: bool,
+}
+
+/// Buffers for up to `slots` datagrams of at most `slot_size` bytes.
+pub struct RecvBatch {
+    slot_size: usize,
+    data: Vec<u8>,
+    addrs: Vec<libc::sockaddr_storage>,
+    headers: Vec<libc::mmsghdr>,
+    iovecs: Vec<libc::iovec>,
+    received: usize,
+}
+
+impl RecvBatch {
+    pub fn new(slots: usize, slot_size: usize) -> Self {
+        // SAFETY: these C structs are valid when zeroed.
+        let zeroed_addr: libc::sockaddr_storage = unsafe { MaybeUninit::zeroed().assume_init() };
+        let zeroed_hdr: libc::mmsghdr = unsafe { MaybeUninit::zeroed().assume_init() };
+        Self {
+            slot_size,
+            data: vec![0; slots * slot_size],
+            addrs: vec![zeroed_addr; slots],
+            headers: vec![zeroed_hdr; slots],
+            iovecs: vec![
+                libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0
+                };
+                slots
+            ],
+            received: 0,
+        }
+    }
+
+    fn slots(&self) -> usize {
+        self.headers.len()
+    }
+
+    /// One `recvmmsg` without blocking: how many datagrams it took.
+    fn recv_now(&mut self, fd: i32) -> io::Result<usize> {
+        let slots = self.slots();
+        let base = self.data.as_mut_ptr();
+        for i in 0..slots {
+            self.iovecs[i] = libc::iovec {
+                // SAFETY: slot i lies inside `data`.
+                iov_base: unsafe { base.add(i * self.slot_size) }.cast(),
+                iov_len: self.slot_size,
+            };
+            let h = &mut self.headers[i];
+            h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
+            h.msg_hdr.msg_iov = &mut self.iovecs[i];
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = std::ptr::null_mut();
+            h.msg_hdr.msg_controllen = 0;
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+        // SAFETY: every header points into buffers owned by self, sized as
+        // declared; the kernel writes at most that much.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.headers.as_mut_ptr(),
+                slots as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    /// Waits for at least one datagram and takes all that are waiting (up
+    /// to the batch size). Read them with [`Self::get`].
+    pub async fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        let fd = socket.as_raw_fd();
+        loop {
+            socket.readable().await?;
+            let mut got = 0;
+            let slots = self.slots();
+            let result = socket.try_io(Interest::READABLE, || {
+                got = self.recv_now(fd)?;
+                if got < slots {
+                    // The queue is empty now: let tokio clear readiness.
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(())
+                }
+            });
+            match result {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            if got > 0 {
+                self.received = got;
+                return Ok(got);
+            }
+        }
+    }
+
+    /// Datagram `i` of the last batch.
+    pub fn get(&self, i: usize) -> Option<Datagram<'_>> {
+        if i >= self.received {
+            return None;
+        }
+        let h = &self.headers[i];
+        let len = (h.msg_len as usize).min(self.slot_size);
+        let start = i * self.slot_size;
+        Some(Datagram {
+            data: &self.data[start..start + len],
+            from: socket_addr(&self.addrs[i])?,
+            truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+        })
+    }
+}
+
+/// Sends one datagram now, without waiting for tokio to have seen the
+/// socket writable (a socket created a moment ago has not been yet): a UDP
+/// send either fits in the buffer at once or fails with `WouldBlock`.
+pub fn send_now(socket: &UdpSocket, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+    socket2::SockRef::from(socket).send_to(data, &to.into())
+}
+
+fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match storage.ss_family as i32 {
+        libc::AF_INET => {
+            // SAFETY: the family says this is a sockaddr_in.
+            let a: &libc::sockaddr_in = unsafe { &*(storage as *const _ as *const _) };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this is a sockaddr_in6.
+            let a: &libc::sockaddr_in6 = unsafe { &*(storage as *const _ as *const _) };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_batch_takes_every_waiting_datagram_with_its_source() {
+        let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        for i in 0..5u8 {
+            tx.send_to(&[i; 3], rx.local_addr().unwrap()).await.unwrap();
+        }
+        tx.send_to(&[9; 100], rx.local_addr().unwrap())
+            .await
+            .unwrap();
+        let mut batch = RecvBatch::new(8, 64);
+        let mut seen = Vec::new();
+        while seen.len() < 6 {
+            let n = batch.recv(&rx).await.unwrap();
+            for i in 0..n {
+                let d = batch.get(i).unwrap();
+                assert_eq!(d.from, tx.local_addr().unwrap());
+                seen.push((d.data.to_vec(), d.truncated));
+            }
+        }
+        assert_eq!(seen[0], (vec![0; 3], false));
+        assert_eq!(seen[4], (vec![4; 3], false));
+        assert_eq!(seen[5], (vec![9; 64], true), "cut to the slot, flagged");
+    }
+}
