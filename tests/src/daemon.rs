@@ -49,10 +49,43 @@ impl Spartan {
 
     /// Starts without waiting, with extra environment variables.
     pub fn spawn_with_env(ns: Option<&Netns>, args: &[String], env: &[(&str, &str)]) -> Self {
+        Self::spawn_limited(ns, args, env, None)
+    }
+
+    /// Starts under a descriptor limit (soft and hard, as `ulimit -n`
+    /// sets them), and waits until it answers.
+    pub fn start_with_fd_limit(
+        ns: &Netns,
+        args: &[String],
+        probe: SocketAddr,
+        nofile: u32,
+    ) -> Self {
+        let mut s = Self::spawn_limited(Some(ns), args, &[], Some(nofile));
+        s.wait_ready(Some(ns), probe);
+        s
+    }
+
+    fn spawn_limited(
+        ns: Option<&Netns>,
+        args: &[String],
+        env: &[(&str, &str)],
+        nofile: Option<u32>,
+    ) -> Self {
         let bin = spartan_bin();
-        let mut cmd = match ns {
-            Some(ns) => ns.command(bin.to_str().unwrap()),
-            None => Command::new(&bin),
+        let bin = bin.to_str().unwrap();
+        let mut cmd = match (ns, nofile) {
+            (Some(ns), Some(n)) => {
+                let mut c = ns.command("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg(bin);
+                c
+            }
+            (None, Some(n)) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg(bin);
+                c
+            }
+            (Some(ns), None) => ns.command(bin),
+            (None, None) => Command::new(bin),
         };
         let log = std::env::temp_dir().join(format!(
             "spartan-test-{}-{}.log",

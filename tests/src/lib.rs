@@ -12,6 +12,21 @@ pub fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
+/// Raises this test process's own soft descriptor limit (a test client that
+/// opens many connections; the daemon keeps the limit it is given).
+pub fn raise_own_fd_limit(want: u64) {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
+        l.rlim_cur = want.min(l.rlim_max);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+    }
+}
+
 /// Panics with a clear message unless running as root.
 pub fn require_root() {
     // SAFETY: geteuid has no failure mode.
@@ -25,6 +40,8 @@ pub mod client;
 pub mod daemon;
 pub mod exhibitor;
 pub mod fault;
+pub mod load;
+pub mod metrics;
 pub mod netns;
 pub mod nsd;
 

@@ -6,6 +6,7 @@ use hickory_proto::rr::RecordType;
 use tests::{
     client::{self, http_get, query_in, query_tcp_in},
     daemon::Spartan,
+    metrics::scrape,
     netns::Netns,
     nsd::Nsd,
     pins::PinDir,
@@ -45,26 +46,6 @@ upstream_timeout_ms = 300\nquery_deadline_ms = 1000\nself_check_interval_ms = {s
 }
 
 /// Every sample of a scrape, keyed by name and sorted labels.
-fn scrape(node: &Netns) -> HashMap<String, f64> {
-    let (status, body) = http_get(Some(node), api(), "/metrics").expect("scrape");
-    assert_eq!(status, 200);
-    let lines = body.lines().map(|l| Ok(l.to_string()));
-    let parsed = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
-    let mut out = HashMap::new();
-    for s in parsed.samples {
-        let mut labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        labels.sort();
-        let v = match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => continue,
-        };
-        out.insert(format!("{}{{{}}}", s.metric, labels.join(",")), v);
-    }
-    out
-}
-
 fn delta(before: &HashMap<String, f64>, after: &HashMap<String, f64>, key: &str) -> f64 {
     let a = after.get(key).copied().unwrap_or_else(|| {
         panic!(
