@@ -158,6 +158,7 @@ fn spawn_discovery(shared: &Arc<Shared>, config: &Config) -> JoinHandle<()> {
     tokio::spawn(masters::run(
         config.masters.clone(),
         config.master_intervals.clone(),
+        config.upstream_resolvers.clone(),
         shared.masters.clone(),
         move |list| {
             // One step: kernel map and zones first, then `*.mesos`.
@@ -314,7 +315,11 @@ pub async fn run(config: Config, reload: impl Fn() -> Result<Config>) -> Result<
                             tracing::warn!(keys = ?restart, "SIGHUP: these keys changed but take effect only after a restart");
                         }
                         router.reconfigure(&new);
-                        if new.masters != old.masters || new.master_intervals != old.master_intervals {
+                        // Exhibitor host names are resolved through the resolvers.
+                        if new.masters != old.masters
+                            || new.master_intervals != old.master_intervals
+                            || new.upstream_resolvers != old.upstream_resolvers
+                        {
                             discovery.abort();
                             discovery = spawn_discovery(&shared, &new);
                         }

@@ -12,6 +12,8 @@ use crate::{fastpath::KernelMaps, zone::LocalZones};
 
 pub struct LocalData {
     ns_addr: Ipv4Addr,
+    /// The `zk` SOA serial now: one more with each new master list.
+    zk_serial: Mutex<u32>,
     zones: RwLock<Arc<LocalZones>>,
     kernel: Mutex<Option<KernelMaps>>,
 }
@@ -20,6 +22,7 @@ impl LocalData {
     pub fn new(ns_addr: Ipv4Addr, masters: &[Ipv4Addr]) -> Self {
         Self {
             ns_addr,
+            zk_serial: Mutex::new(crate::zone::ZK_FIRST_SERIAL),
             zones: RwLock::new(Arc::new(LocalZones::new(ns_addr, masters))),
             kernel: Mutex::new(None),
         }
@@ -47,12 +50,15 @@ impl LocalData {
     /// first (new entries before stale ones are removed), then the daemon's
     /// zones are swapped in one step.
     pub fn set_masters(&self, masters: &[Ipv4Addr]) -> Result<()> {
-        let zones = Arc::new(LocalZones::new(self.ns_addr, masters));
+        let mut serial = self.zk_serial.lock().expect("serial lock");
+        let next = serial.wrapping_add(1);
+        let zones = Arc::new(LocalZones::with_zk_serial(self.ns_addr, masters, next));
         let mut kernel = self.kernel.lock().expect("kernel lock");
         if let Some(maps) = kernel.as_mut() {
             maps.write_answers(&zones.kernel_answers())?;
         }
         *self.zones.write().expect("zones lock") = zones;
+        *serial = next;
         Ok(())
     }
 }

@@ -4,8 +4,12 @@
 //! good list stays in force; the failure is logged once per change of
 //! state, not per poll, and counted.
 
+use hickory_proto::{
+    op::{Message, MessageType, Query},
+    rr::{Name, RData, RecordType},
+};
 use std::{
-    net::{IpAddr, Ipv4Addr},
+    net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
@@ -55,9 +59,17 @@ pub enum DiscoveryError {
     Empty,
     #[error("reading {path}: {message}")]
     File { path: PathBuf, message: String },
-    #[error("no address for {0}")]
-    Unresolved(String),
+    #[error("reply larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
 }
+
+/// The largest Exhibitor reply read; a larger one is a failure (the last
+/// good list stays). A real cluster status is well under 10 KB.
+pub const MAX_EXHIBITOR_BODY: usize = 1 << 20;
+/// How long one name lookup through an upstream resolver may take.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl DiscoveryError {
     /// A short name of the kind of failure, for "log once per state".
@@ -68,7 +80,8 @@ impl DiscoveryError {
             Self::BadJson(_) => "bad_json",
             Self::Empty => "empty",
             Self::File { .. } => "file",
-            Self::Unresolved(_) => "unresolved",
+            Self::TooLarge(_) => "too_large",
+            Self::Timeout(_) => "timeout",
         }
     }
 }
@@ -128,26 +141,23 @@ pub fn parse_master_list(path: &Path, text: &str) -> Result<Vec<Ipv4Addr>, Disco
     Ok(addrs)
 }
 
-/// Resolves host names (an address stays as it is), keeping order and
-/// dropping duplicates.
-async fn resolve(hosts: Vec<String>) -> Result<Vec<Ipv4Addr>, DiscoveryError> {
+/// Resolves host names through `resolvers` (an address stays as it is),
+/// keeping order and dropping duplicates. A member whose name is invalid
+/// or does not resolve is dropped, not the whole list.
+async fn resolve(
+    hosts: Vec<String>,
+    resolvers: &[SocketAddr],
+) -> Result<Vec<Ipv4Addr>, DiscoveryError> {
     let mut out: Vec<Ipv4Addr> = Vec::new();
     for host in hosts {
         let addr = match host.parse::<Ipv4Addr>() {
-            Ok(a) => a,
-            Err(_) => tokio::net::lookup_host((host.as_str(), 0))
-                .await
-                .ok()
-                .and_then(|mut it| {
-                    it.find_map(|sa| match sa.ip() {
-                        IpAddr::V4(v4) => Some(v4),
-                        IpAddr::V6(_) => None,
-                    })
-                })
-                .ok_or_else(|| DiscoveryError::Unresolved(host.clone()))?,
+            Ok(a) => Some(a),
+            Err(_) => lookup_a(&host, resolvers).await,
         };
-        if !out.contains(&addr) {
-            out.push(addr);
+        match addr {
+            Some(a) if !out.contains(&a) => out.push(a),
+            Some(_) => {}
+            None => tracing::warn!(%host, "Exhibitor member dropped: no IPv4 address for it"),
         }
     }
     if out.is_empty() {
@@ -156,23 +166,84 @@ async fn resolve(hosts: Vec<String>) -> Result<Vec<Ipv4Addr>, DiscoveryError> {
     Ok(out)
 }
 
+/// The first A record for `host`, asked of each upstream resolver in turn
+/// (never of Spartan itself, which may not be serving yet, and whose
+/// `*.mesos` answers depend on the very list being discovered).
+async fn lookup_a(host: &str, resolvers: &[SocketAddr]) -> Option<Ipv4Addr> {
+    let mut name = Name::from_ascii(host).ok()?;
+    name.set_fqdn(true);
+    for resolver in resolvers {
+        let id: u16 = rand::random();
+        let mut query = Message::new();
+        query
+            .set_id(id)
+            .set_message_type(MessageType::Query)
+            .set_recursion_desired(true)
+            .add_query(Query::query(name.clone(), RecordType::A));
+        let Ok(wire) = query.to_vec() else {
+            return None;
+        };
+        let any: SocketAddr = if resolver.is_ipv6() {
+            SocketAddr::from(([0u16; 8], 0))
+        } else {
+            SocketAddr::from(([0u8; 4], 0))
+        };
+        let attempt = async {
+            let socket = tokio::net::UdpSocket::bind(any).await.ok()?;
+            socket.send_to(&wire, resolver).await.ok()?;
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let (len, from) = socket.recv_from(&mut buf).await.ok()?;
+                let Ok(reply) = Message::from_vec(&buf[..len]) else {
+                    continue;
+                };
+                if from != *resolver || reply.id() != id {
+                    continue;
+                }
+                return Some(reply.answers().iter().find_map(|r| match r.data() {
+                    RData::A(a) => Some(a.0),
+                    _ => None,
+                }));
+            }
+        };
+        if let Ok(Some(Some(addr))) = tokio::time::timeout(LOOKUP_TIMEOUT, attempt).await {
+            return Some(addr);
+        }
+    }
+    None
+}
+
+fn http_error(e: reqwest::Error, timeout: Duration) -> DiscoveryError {
+    if e.is_timeout() {
+        DiscoveryError::Timeout(timeout)
+    } else {
+        DiscoveryError::Http(e.to_string())
+    }
+}
+
 async fn fetch_exhibitor(
     client: &reqwest::Client,
     url: &str,
+    resolvers: &[SocketAddr],
+    timeout: Duration,
 ) -> Result<Vec<Ipv4Addr>, DiscoveryError> {
-    let reply = client
+    let mut reply = client
         .get(url)
         .send()
         .await
-        .map_err(|e| DiscoveryError::Http(e.to_string()))?;
+        .map_err(|e| http_error(e, timeout))?;
     if !reply.status().is_success() {
         return Err(DiscoveryError::Status(reply.status().as_u16()));
     }
-    let body = reply
-        .text()
-        .await
-        .map_err(|e| DiscoveryError::Http(e.to_string()))?;
-    resolve(exhibitor_hosts(&body)?).await
+    let mut body = Vec::new();
+    while let Some(chunk) = reply.chunk().await.map_err(|e| http_error(e, timeout))? {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_EXHIBITOR_BODY {
+            return Err(DiscoveryError::TooLarge(MAX_EXHIBITOR_BODY));
+        }
+    }
+    let text = String::from_utf8(body).map_err(|e| DiscoveryError::BadJson(e.to_string()))?;
+    resolve(exhibitor_hosts(&text)?, resolvers).await
 }
 
 /// Runs discovery until the task is aborted. `apply` is called with every
@@ -180,6 +251,7 @@ async fn fetch_exhibitor(
 pub async fn run(
     source: MasterSource,
     intervals: Intervals,
+    resolvers: Vec<SocketAddr>,
     status: Arc<MasterStatus>,
     apply: impl Fn(&[Ipv4Addr]) -> anyhow::Result<()> + Send + 'static,
 ) {
@@ -193,7 +265,9 @@ pub async fn run(
         let result = match &source {
             MasterSource::None => return,
             MasterSource::Static(list) => Ok(list.clone()),
-            MasterSource::Exhibitor(url) => fetch_exhibitor(&client, url).await,
+            MasterSource::Exhibitor(url) => {
+                fetch_exhibitor(&client, url, &resolvers, intervals.http_timeout).await
+            }
             MasterSource::MasterListFile(path) => {
                 let stamp = std::fs::metadata(path)
                     .ok()
@@ -302,14 +376,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn host_names_are_resolved_and_duplicates_dropped() {
+    async fn a_bad_member_is_dropped_not_the_list() {
+        // No resolver: every name fails; the addresses stay, in order.
         let hosts = vec![
-            "localhost".to_string(),
-            "127.0.0.1".to_string(),
             "10.0.0.9".to_string(),
+            "bad host!".to_string(),
+            "no-such-host.invalid".to_string(),
+            "10.0.0.9".to_string(),
+            "10.0.0.1".to_string(),
         ];
-        let addrs = resolve(hosts).await.unwrap();
-        assert_eq!(addrs, vec![Ipv4Addr::LOCALHOST, Ipv4Addr::new(10, 0, 0, 9)]);
-        assert!(resolve(vec!["no-such-host.invalid".into()]).await.is_err());
+        let addrs = resolve(hosts, &[]).await.unwrap();
+        assert_eq!(
+            addrs,
+            vec![Ipv4Addr::new(10, 0, 0, 9), Ipv4Addr::new(10, 0, 0, 1)]
+        );
+        assert!(matches!(
+            resolve(vec!["only-a-name.invalid".into()], &[]).await,
+            Err(DiscoveryError::Empty)
+        ));
     }
 }

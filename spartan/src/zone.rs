@@ -19,6 +19,8 @@ pub const ZK_NAMES: usize = 5;
 /// TTL of every A record in the local zones.
 const A_TTL: u32 = 5;
 const NS_TTL: u32 = 3600;
+/// The `zk` SOA serial of the first master list (the original's).
+pub const ZK_FIRST_SERIAL: u32 = 1;
 /// The answer watchdogs check for.
 pub const READY_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
 
@@ -83,9 +85,16 @@ pub struct LocalZones {
 }
 
 impl LocalZones {
-    /// Builds both zones. `ns_addr` is the address of `ns.spartan` (the first
-    /// listen address); `masters` fill `zk-1..zk-5` in order, repeated.
+    /// Builds both zones with the first `zk` serial. `ns_addr` is the address
+    /// of `ns.spartan` and `ns.zk` (the first listen address); `masters`
+    /// fill `zk-1..zk-5` in order, repeated.
     pub fn new(ns_addr: Ipv4Addr, masters: &[Ipv4Addr]) -> Self {
+        Self::with_zk_serial(ns_addr, masters, ZK_FIRST_SERIAL)
+    }
+
+    /// The same with the `zk` SOA serial given (it grows with each change of
+    /// the master list, see `LocalData`).
+    pub fn with_zk_serial(ns_addr: Ipv4Addr, masters: &[Ipv4Addr], zk_serial: u32) -> Self {
         let spartan_origin = name("spartan.");
         let mut spartan = Zone::new(
             spartan_origin.clone(),
@@ -123,7 +132,7 @@ impl LocalZones {
             SOA::new(
                 name("ns.zk."),
                 name("support.mesosphere.com."),
-                1,
+                zk_serial,
                 600,
                 300,
                 86400,
@@ -135,6 +144,12 @@ impl LocalZones {
             zk_origin,
             NS_TTL,
             RData::NS(NS(name("ns.zk."))),
+        ));
+        // The zone's NS resolves, like `ns.spartan`: Spartan serves it.
+        zk.add(Record::from_rdata(
+            name("ns.zk."),
+            A_TTL,
+            RData::A(A(ns_addr)),
         ));
         for (i, addr) in zk_addresses(masters).into_iter().enumerate() {
             zk.add(Record::from_rdata(
@@ -361,8 +376,8 @@ mod tests {
         let masters = [ip("10.0.0.1"), ip("10.0.0.2")];
         let zones = LocalZones::new(ip("198.51.100.1"), &masters);
         let answers = zones.kernel_answers();
-        // ns.spartan, ready.spartan, zk-1..zk-5
-        assert_eq!(answers.len(), 7);
+        // ns.spartan, ready.spartan, ns.zk, zk-1..zk-5
+        assert_eq!(answers.len(), 8);
         let ready = answer_key(&name("ready.spartan."), QTYPE_A).unwrap();
         let (_, v) = answers.iter().find(|(k, _)| *k == ready).unwrap();
         assert_eq!(v.flags, ANSWER_NEEDS_HEARTBEAT);

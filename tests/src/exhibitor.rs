@@ -23,6 +23,8 @@ pub enum Mode {
     Status(u16),
     Hang,
     Garbage,
+    /// A well-formed reply of over 2 MB (one serving member, repeated).
+    Huge,
 }
 
 pub struct Exhibitor {
@@ -65,6 +67,7 @@ fn respond(mut stream: TcpStream, mode: Mode, stop: &AtomicBool) {
         Mode::Members(m) => (200, body(&m)),
         Mode::Status(code) => (code, "{\"error\":\"internal\"}".to_string()),
         Mode::Garbage => (200, "<html>not json".to_string()),
+        Mode::Huge => (200, body(&vec![("10.9.9.9".to_string(), 3, false); 30_000])),
         Mode::Hang => {
             // Hold the connection, never answer (bounded by the test's life).
             for _ in 0..600 {

@@ -27,6 +27,9 @@ pub enum Fault {
     /// Sends a forged answer (6.6.6.6) from another port, then one with a
     /// wrong ID, then the real answer (192.0.2.80) after a short delay.
     Spoof,
+    /// Answers with 200 A records (about 3.2 KB) whatever UDP size the
+    /// query allows: a server that ignores the client's limit.
+    Oversized,
 }
 
 pub struct FaultServer {
@@ -34,6 +37,16 @@ pub struct FaultServer {
     handle: Option<JoinHandle<()>>,
     /// Queries received.
     pub queries: Arc<AtomicU64>,
+}
+
+fn oversized(query: &Message) -> Vec<u8> {
+    let mut m = Message::from_vec(&reply_to(query, ResponseCode::NoError, None)).unwrap();
+    let name = query.queries()[0].name().clone();
+    for i in 0..200u32 {
+        let addr = std::net::Ipv4Addr::from(0x0a00_0000 + i);
+        m.add_answer(Record::from_rdata(name.clone(), 60, RData::A(A(addr))));
+    }
+    m.to_vec().unwrap()
 }
 
 fn reply_to(query: &Message, rcode: ResponseCode, addr: Option<[u8; 4]>) -> Vec<u8> {
@@ -84,6 +97,9 @@ impl FaultServer {
                     Fault::ServFail => {
                         let _ =
                             socket.send_to(&reply_to(&query, ResponseCode::ServFail, None), peer);
+                    }
+                    Fault::Oversized => {
+                        let _ = socket.send_to(&oversized(&query), peer);
                     }
                     Fault::Spoof => {
                         let forged = reply_to(&query, ResponseCode::NoError, Some([6, 6, 6, 6]));

@@ -132,6 +132,8 @@ fn members(hosts: &[(&str, i64)]) -> Mode {
 fn root_exhibitor_discovery_follows_the_cluster_and_survives_its_failures() {
     let node = node();
     let pins = PinDir::new();
+    // The upstream resolver, through which member host names resolve.
+    let _resolver = Nsd::start(&node, "127.0.0.1:5353".parse().unwrap(), "resolver");
     let _m1 = Nsd::start(&node, "127.0.1.1:5354".parse().unwrap(), "master-1");
     let _m2 = Nsd::start(&node, "127.0.1.2:5354".parse().unwrap(), "master-2");
     let ex = Exhibitor::start(
@@ -158,13 +160,23 @@ fn root_exhibitor_discovery_follows_the_cluster_and_survives_its_failures() {
     );
 
     wait_zk(&node, pins.path(), &["10.0.0.1"; 5], "one master");
-    // Serving members first, host names resolved: A B C A B.
+    // Serving members first, host names resolved through the upstream
+    // resolver (www.example.net is 192.0.2.80 there), a member whose name
+    // is invalid or does not resolve dropped: A B C A B.
     ex.set(members(&[
         ("10.0.0.3", 1),
         ("10.0.0.1", 3),
-        ("localhost", 3),
+        ("bad host!", 3),
+        ("www.example.net", 3),
+        ("nx.example.net", 3),
     ]));
-    let three = ["10.0.0.1", "127.0.0.1", "10.0.0.3", "10.0.0.1", "127.0.0.1"];
+    let three = [
+        "10.0.0.1",
+        "192.0.2.80",
+        "10.0.0.3",
+        "10.0.0.1",
+        "192.0.2.80",
+    ];
     wait_zk(&node, pins.path(), &three, "three masters");
 
     for (fault, what) in [
@@ -172,6 +184,7 @@ fn root_exhibitor_discovery_follows_the_cluster_and_survives_its_failures() {
         (Mode::Hang, "a hung connection"),
         (Mode::Garbage, "garbage JSON"),
         (Mode::Members(vec![]), "an empty list"),
+        (Mode::Huge, "a reply over the size cap"),
     ] {
         let before = ex.requests.load(Ordering::Relaxed);
         ex.set(fault);
@@ -233,6 +246,20 @@ fn root_exhibitor_discovery_follows_the_cluster_and_survives_its_failures() {
     let _ = std::fs::remove_dir_all(config.parent().unwrap());
 }
 
+/// The serial of the `zk` SOA, asked of the daemon over TCP.
+fn zk_serial(node: &Netns) -> u32 {
+    let out = client::dig(
+        "dig",
+        Some(node),
+        server(),
+        &["+tcp", "+short", "zk", "SOA"],
+    );
+    out.split_whitespace()
+        .nth(2)
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no SOA serial in {out:?}"))
+}
+
 #[test]
 fn root_a_master_list_file_is_reread_when_it_changes() {
     let node = node();
@@ -254,9 +281,15 @@ fn root_a_master_list_file_is_reread_when_it_changes() {
         server(),
     );
     wait_zk(&node, pins.path(), &["10.0.0.1"; 5], "initial file");
+    let first_serial = zk_serial(&node);
     std::fs::write(&list, "[\"10.0.0.1\", \"10.0.0.2\"]").unwrap();
     let two = ["10.0.0.1", "10.0.0.2", "10.0.0.1", "10.0.0.2", "10.0.0.1"];
     wait_zk(&node, pins.path(), &two, "edited file");
+    let second_serial = zk_serial(&node);
+    assert!(
+        second_serial > first_serial,
+        "the zk SOA serial grows with the zone: {first_serial} then {second_serial}"
+    );
     std::fs::write(&list, "not json").unwrap();
     stays_zk(&node, pins.path(), &two, "garbage file");
     std::fs::remove_file(&list).unwrap();
@@ -438,10 +471,130 @@ fn root_sighup_reloads_the_configuration_without_dropping_a_query() {
     unsafe { libc::kill(s.pid() as i32, libc::SIGHUP) };
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(who(), vec!["resolver-2"]);
+    // So does one that leaves no usable upstream, and the log names the fix.
+    std::fs::write(
+        &config,
+        "listen_addresses = [\"198.51.100.1\"]\nupstream_resolvers = []\n[xdp]\nenabled = false\n",
+    )
+    .unwrap();
+    unsafe { libc::kill(s.pid() as i32, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(who(), vec!["resolver-2"]);
+    let log = s.log_text();
+    assert!(
+        log.contains("no usable upstream") && log.contains("keeping the running one"),
+        "{log}"
+    );
+    // Keys that need a restart are named, the rest applied.
+    std::fs::write(&config, "listen_addresses = [\"198.51.100.1\"]\nupstream_resolvers = [\"127.0.0.1:5353\"]\nmax_tcp_connections = 7\n[http]\nlisten = \"127.0.0.1:62081\"\n[xdp]\nenabled = false\n").unwrap();
+    unsafe { libc::kill(s.pid() as i32, libc::SIGHUP) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while who() != vec!["resolver-1"] {
+        assert!(Instant::now() < deadline, "reload took effect");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = s.log_text();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("take effect only after a restart"))
+        .unwrap_or_else(|| panic!("no restart warning:\n{log}"));
+    assert!(
+        warning.contains("max_tcp_connections") && warning.contains("http.listen"),
+        "{warning}"
+    );
+    assert!(!warning.contains("upstream_resolvers"), "{warning}");
     assert!(
         s.log_text().contains("keeping the running one"),
         "{}",
         s.log_text()
     );
+    let _ = std::fs::remove_dir_all(config.parent().unwrap());
+}
+
+#[test]
+fn root_without_a_usable_upstream_check_config_and_run_name_the_fix() {
+    let node = node();
+    // What genresolv writes while Spartan runs: only Spartan's addresses.
+    // `ip netns exec` shows /etc/netns/NAME/resolv.conf as /etc/resolv.conf.
+    struct RemoveOnDrop(PathBuf);
+    impl Drop for RemoveOnDrop {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let etc = RemoveOnDrop(PathBuf::from("/etc/netns").join(&node.name));
+    std::fs::create_dir_all(&etc.0).unwrap();
+    std::fs::write(
+        etc.0.join("resolv.conf"),
+        "nameserver 198.51.100.1\nnameserver 198.51.100.2\n",
+    )
+    .unwrap();
+    let bin = tests::daemon::spartan_bin();
+    let run = |args: &[&str]| {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &node.name])
+            .arg(&bin)
+            .args(args)
+            .env_remove("RESOLVERS")
+            .output()
+            .unwrap()
+    };
+    let empty = write_config("");
+    for args in [
+        vec!["check-config", "--config", empty.to_str().unwrap()],
+        vec![
+            "run",
+            "--config",
+            empty.to_str().unwrap(),
+            "--no-xdp",
+            "--listen",
+            "198.51.100.1",
+        ],
+    ] {
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} must fail");
+        assert!(
+            err.contains("no usable upstream") && err.contains("RESOLVERS"),
+            "{args:?}: {err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(empty.parent().unwrap());
+}
+
+#[test]
+fn root_shutdown_detaches_what_was_attached_whatever_a_reload_said() {
+    let node = node();
+    let pins = PinDir::new();
+    let _r = Nsd::start(&node, "127.0.0.1:5353".parse().unwrap(), "resolver");
+    node.ip(&["link", "add", "vsa", "type", "veth", "peer", "name", "vsb"]);
+    node.ip(&["link", "set", "vsa", "up"]);
+    node.ip(&["link", "set", "vsb", "up"]);
+    let text = |interfaces: &str| {
+        format!(
+            "listen_addresses = [\"198.51.100.1\"]\nupstream_resolvers = [\"127.0.0.1:5353\"]\n\
+[xdp]\ninterfaces = [{interfaces}]\npin_dir = \"{}\"\ndetach_on_exit = true\n",
+            pins.path().display()
+        )
+    };
+    let config = write_config(&text("\"vsa\""));
+    let mut s = Spartan::start(
+        Some(&node),
+        &["--config".into(), config.display().to_string()],
+        server(),
+    );
+    let xdp_on = |dev: &str| {
+        let out = node.ip(&["-d", "link", "show", "dev", dev]);
+        String::from_utf8_lossy(&out.stdout).contains("xdp")
+    };
+    assert!(xdp_on("vsa") && xdp_on("lo"), "attached at start");
+    // The reload drops the interface from the list (it needs a restart).
+    std::fs::write(&config, text("")).unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(s.pid() as i32, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(s.stop().is_some_and(|st| st.success()), "{}", s.log_text());
+    assert!(!xdp_on("vsa"), "the veth it attached is detached");
+    assert!(!xdp_on("lo"), "lo is detached");
     let _ = std::fs::remove_dir_all(config.parent().unwrap());
 }

@@ -237,3 +237,57 @@ fn root_healthz_follows_the_self_check() {
     wait(200);
     let _ = client::udp_socket(Some(&node));
 }
+
+#[test]
+fn root_a_stalled_udp_listener_turns_health_red_while_the_kernel_still_answers() {
+    let node = node();
+    let pins = PinDir::new();
+    let cfg = config(&pins, 300);
+    let s = Spartan::start(
+        Some(&node),
+        &["--config".into(), cfg.display().to_string()],
+        server(),
+    );
+    let health = |path: &str| http_get(Some(&node), api(), path).unwrap().0;
+    let wait = |want: u16| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while health("/healthz") != want {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "/healthz never became {want}:\n{}",
+                s.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait(200);
+    // Only UDP to the daemon is stopped; XDP sits before netfilter and keeps
+    // answering `ready.spartan` A, which a check through the kernel would
+    // take for health.
+    tests::netns::sh(node.command("iptables").args([
+        "-A",
+        "INPUT",
+        "-d",
+        "198.51.100.1",
+        "-p",
+        "udp",
+        "--dport",
+        "53",
+        "-j",
+        "DROP",
+    ]));
+    let out = client::dig("dig", Some(&node), server(), &["+short", "ready.spartan"]);
+    assert_eq!(
+        client::short_lines(&out),
+        vec!["127.0.0.1"],
+        "the kernel answers"
+    );
+    wait(503);
+    assert!(
+        s.log_text().contains("failing=\"UDP\"") || s.log_text().contains("failing=UDP"),
+        "the log says which leg fails:\n{}",
+        s.log_text()
+    );
+    node.flush_blackholes();
+    wait(200);
+}

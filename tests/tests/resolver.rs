@@ -611,3 +611,67 @@ fn root_tcp_connections_are_capped_and_idle_ones_closed() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn root_an_upstream_reply_too_large_for_the_client_becomes_tc_at_once() {
+    let node = node();
+    let _f = FaultServer::start(&node, "127.0.0.1:5353".parse().unwrap(), Fault::Oversized);
+    let _s = spartan(&node, &["--upstream", "127.0.0.1:5353"]);
+    // No EDNS: the client takes 512 bytes; the upstream sends ~3.2 KB.
+    let started = Instant::now();
+    let m = ask(&node, "many.example.net.", RecordType::A);
+    assert!(m.truncated(), "TC set: {m:?}");
+    assert!(m.answers().is_empty());
+    assert_eq!(m.queries()[0].name().to_ascii(), "many.example.net.");
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "at once, not after the 2 s upstream timeout: {:?}",
+        started.elapsed()
+    );
+    // With EDNS 4096 the whole reply fits and passes.
+    let out = dig(
+        "dig",
+        Some(&node),
+        server(),
+        &["+bufsize=4096", "+ignore", "many.example.net"],
+    );
+    assert!(out.contains("ANSWER: 200"), "{out}");
+}
+
+#[test]
+fn root_unknown_opcodes_get_a_bare_notimp_and_the_ns_names_resolve() {
+    let node = node();
+    let _s = spartan(&node, &["--masters", "10.0.0.1"]);
+    // Opcode STATUS (2), with RD, CD and AD set in the query.
+    let mut q = query_message(99, "ready.spartan.", RecordType::A);
+    q.set_op_code(OpCode::Status)
+        .set_checking_disabled(true)
+        .set_authentic_data(true);
+    let socket = client::udp_socket(Some(&node));
+    let reply = client::exchange_udp(
+        &socket,
+        server(),
+        &q.to_vec().unwrap(),
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    let m = Message::from_vec(&reply).unwrap();
+    assert_eq!((m.id(), m.response_code()), (99, ResponseCode::NotImp));
+    assert_eq!(m.message_type(), MessageType::Response);
+    assert!(
+        !m.recursion_available()
+            && !m.recursion_desired()
+            && !m.checking_disabled()
+            && !m.authentic_data(),
+        "no RA, RD, CD or AD: {m:?}"
+    );
+    for ns in ["ns.spartan.", "ns.zk."] {
+        let m = ask(&node, ns, RecordType::A);
+        assert_eq!(m.response_code(), ResponseCode::NoError, "{ns}");
+        assert_eq!(
+            m.answers()[0].data(),
+            &RData::A("198.51.100.1".parse::<std::net::Ipv4Addr>().unwrap().into()),
+            "{ns}"
+        );
+    }
+}
