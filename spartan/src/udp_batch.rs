@@ -147,6 +147,45 @@ pub fn send_now(socket: &UdpSocket, data: &[u8], to: SocketAddr) -> io::Result<u
     socket2::SockRef::from(socket).send_to(data, &to.into())
 }
 
+/// Sends several datagrams (to any destinations) in one `sendmmsg`, now:
+/// how many went out (the first ones; the rest met a full buffer or an
+/// error).
+pub fn send_batch(socket: &UdpSocket, datagrams: &[(&[u8], SocketAddr)]) -> io::Result<usize> {
+    let addrs: Vec<socket2::SockAddr> = datagrams.iter().map(|(_, a)| (*a).into()).collect();
+    let mut iovecs: Vec<libc::iovec> = datagrams
+        .iter()
+        .map(|(d, _)| libc::iovec {
+            iov_base: d.as_ptr() as *mut libc::c_void,
+            iov_len: d.len(),
+        })
+        .collect();
+    let mut headers: Vec<libc::mmsghdr> = Vec::with_capacity(datagrams.len());
+    for (addr, iov) in addrs.iter().zip(iovecs.iter_mut()) {
+        // SAFETY: a zeroed mmsghdr is valid; the pointers set below outlive
+        // the call.
+        let mut h: libc::mmsghdr = unsafe { MaybeUninit::zeroed().assume_init() };
+        h.msg_hdr.msg_name = addr.as_ptr() as *mut libc::c_void;
+        h.msg_hdr.msg_namelen = addr.len();
+        h.msg_hdr.msg_iov = iov;
+        h.msg_hdr.msg_iovlen = 1;
+        headers.push(h);
+    }
+    // SAFETY: every header points at live buffers of the declared sizes;
+    // the kernel only reads them.
+    let n = unsafe {
+        libc::sendmmsg(
+            socket.as_raw_fd(),
+            headers.as_mut_ptr(),
+            headers.len() as u32,
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match storage.ss_family as i32 {
         libc::AF_INET => {
@@ -198,5 +237,26 @@ mod tests {
         assert_eq!(seen[0], (vec![0; 3], false));
         assert_eq!(seen[4], (vec![4; 3], false));
         assert_eq!(seen[5], (vec![9; 64], true), "cut to the slot, flagged");
+    }
+
+    #[tokio::test]
+    async fn one_batch_sends_to_several_destinations() {
+        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let sent = send_batch(
+            &tx,
+            &[
+                (b"to a", a.local_addr().unwrap()),
+                (b"to b", b.local_addr().unwrap()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(sent, 2);
+        let mut buf = [0u8; 16];
+        let (n, from) = a.recv_from(&mut buf).await.unwrap();
+        assert_eq!((&buf[..n], from), (&b"to a"[..], tx.local_addr().unwrap()));
+        let (n, _) = b.recv_from(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"to b");
     }
 }

@@ -106,7 +106,6 @@ impl Load {
         std::thread::sleep(self.linger);
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         receiver.join().unwrap();
-        let t = tally.lock().unwrap().clone();
-        t
+        tally.lock().unwrap().clone()
     }
 }

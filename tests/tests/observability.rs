@@ -124,8 +124,8 @@ fn root_metrics_count_a_known_sequence_exactly() {
     );
     assert_eq!(d("spartan_forward_failures_total{zone=resolvers}"), 0.0);
     assert_eq!(
-        after["spartan_zone_records{zone=zk.}"], 7.0,
-        "SOA, NS, zk-1..5"
+        after["spartan_zone_records{zone=zk.}"], 8.0,
+        "SOA, NS, ns.zk, zk-1..5"
     );
     assert_eq!(
         after["spartan_zone_records{zone=spartan.}"], 4.0,
@@ -172,7 +172,7 @@ fn root_the_json_api_shows_what_the_zones_hold() {
             .iter()
             .filter(|r| r["type"] == "A" && r["name"].as_str().unwrap().ends_with(".zk."))
             .count(),
-        5
+        6
     );
     let (status, hosts) = get("/v1/hosts/zk-3.zk");
     assert_eq!(status, 200);

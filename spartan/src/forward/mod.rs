@@ -56,6 +56,10 @@ const REPLY_BATCH: usize = 16;
 const REPLY_SLOT: usize = 4096;
 /// The socket id of TCP exchanges (each has its own connection).
 const TCP: u32 = 0;
+/// Exchanges time out in batches this far apart: one timer wake ends all
+/// that are due (and skips the many already answered), instead of one wake
+/// per exchange. A timeout may end up to this much late.
+const EXPIRY_TICK: std::time::Duration = std::time::Duration::from_millis(50);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct ExchangeKey {
@@ -70,6 +74,15 @@ struct Exchange {
     sent: Instant,
     /// Tells this exchange from an earlier one with the same key.
     seq: u64,
+}
+
+/// An exchange ready to go: its query bytes carry the exchange's own ID.
+struct Prepared {
+    upstream: Arc<Upstream>,
+    /// `None` for TCP.
+    socket: Option<Rc<tokio::net::UdpSocket>>,
+    key: ExchangeKey,
+    wire: Vec<u8>,
 }
 
 /// A forwarded query until its last exchange ended.
@@ -178,75 +191,48 @@ impl Forwarder {
             fallback: None,
         });
         let slot = rand::random::<u32>() as usize;
-        let mut out = wire.to_vec();
+        let mut prepared: Vec<Prepared> = Vec::with_capacity(chosen.len());
         for upstream in chosen {
             let socket = match transport {
-                Transport::Udp => {
-                    let opened = self.pool.borrow_mut().socket(
-                        slot,
-                        &upstream.addr,
-                        routes.upstream_timeout,
-                        |s| {
-                            let me = self.me.upgrade().expect("forwarder alive");
-                            tokio::task::spawn_local(receive_loop(
-                                me,
-                                s.id,
-                                s.socket.clone(),
-                                s.retirement.clone(),
-                            ));
-                        },
-                    );
-                    match opened {
-                        Ok(s) => Some(s),
-                        Err(e) => {
-                            tracing::debug!(error = %e, "no upstream socket");
-                            Self::fail_to_send(&self.stats, &upstream);
-                            continue;
-                        }
+                Transport::Udp => match self.pool_socket(slot, &upstream, &routes) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "no upstream socket");
+                        Self::fail_to_send(&self.stats, &upstream);
+                        continue;
                     }
-                }
+                },
                 Transport::Tcp => None,
             };
             let socket_id = socket.as_ref().map_or(TCP, |(id, _)| *id);
-            let Some(ex_key) = unused_key(&table, socket_id, upstream.addr) else {
+            let taken = |k: &ExchangeKey| {
+                table.exchanges.contains_key(k) || prepared.iter().any(|p| p.key == *k)
+            };
+            let Some(ex_key) = unused_key(socket_id, upstream.addr, taken) else {
                 Self::fail_to_send(&self.stats, &upstream);
                 continue;
             };
+            let mut out = wire.to_vec();
             message::set_id(&mut out, ex_key.id);
-            if let Some((_, socket)) = &socket
-                && let Err(e) = crate::udp_batch::send_now(socket, &out, upstream.addr)
-            {
-                tracing::debug!(error = %e, upstream = %upstream.addr, "send failed");
-                Self::fail_to_send(&self.stats, &upstream);
+            prepared.push(Prepared {
+                upstream,
+                socket: socket.map(|(_, s)| s),
+                key: ex_key,
+                wire: out,
+            });
+        }
+        let sent = self.send_udp(&prepared);
+        for (p, sent) in prepared.into_iter().zip(sent) {
+            if !sent {
+                Self::fail_to_send(&self.stats, &p.upstream);
                 continue;
             }
-            table.seq += 1;
-            let seq = table.seq;
-            upstream.outstanding.fetch_add(1, Ordering::Relaxed);
-            table.exchanges.insert(
-                ex_key,
-                Exchange {
-                    query: key,
-                    upstream,
-                    sent: now,
-                    seq,
-                },
-            );
-            let earliest = table
-                .deadlines
-                .peek()
-                .is_none_or(|Reverse((t, _, _))| deadline < *t);
-            table.deadlines.push(Reverse((deadline, seq, ex_key)));
-            if earliest {
-                self.earlier_deadline.notify_one();
-            }
-            table.queries[key].exchanges_left += 1;
+            let seq = self.register(&mut table, key, &p, now, deadline);
             if transport == Transport::Tcp {
                 let me = self.me.upgrade().expect("forwarder alive");
-                let query = out.clone();
                 tokio::task::spawn_local(async move {
-                    let result = exchange::tcp(ex_key.upstream, &query, deadline).await;
-                    me.on_tcp_result(ex_key, seq, result);
+                    let result = exchange::tcp(p.key.upstream, &p.wire, deadline).await;
+                    me.on_tcp_result(p.key, seq, result);
                 });
             }
         }
@@ -254,6 +240,96 @@ impl Forwarder {
             // Nothing could be sent at all.
             self.finish(&mut table, key);
         }
+    }
+
+    /// The pool socket of `slot` for `upstream`'s family; a new socket gets
+    /// its receive loop.
+    fn pool_socket(
+        &self,
+        slot: usize,
+        upstream: &Upstream,
+        routes: &Routes,
+    ) -> std::io::Result<(u32, Rc<tokio::net::UdpSocket>)> {
+        self.pool
+            .borrow_mut()
+            .socket(slot, &upstream.addr, routes.upstream_timeout, |s| {
+                let me = self.me.upgrade().expect("forwarder alive");
+                tokio::task::spawn_local(receive_loop(
+                    me,
+                    s.id,
+                    s.socket.clone(),
+                    s.retirement.clone(),
+                ));
+            })
+    }
+
+    /// Sends the UDP exchanges, those on one socket in one `sendmmsg` (all
+    /// of a query's exchanges share a socket unless their families differ).
+    /// Which of `prepared` are on their way: TCP ones always (their task
+    /// sends them).
+    fn send_udp(&self, prepared: &[Prepared]) -> Vec<bool> {
+        let mut sent = vec![true; prepared.len()];
+        let mut start = 0;
+        while start < prepared.len() {
+            let Some(socket) = &prepared[start].socket else {
+                start += 1;
+                continue;
+            };
+            let same = prepared[start..]
+                .iter()
+                .take_while(|p| p.key.socket == prepared[start].key.socket)
+                .count();
+            let batch: Vec<(&[u8], SocketAddr)> = prepared[start..start + same]
+                .iter()
+                .map(|p| (p.wire.as_slice(), p.key.upstream))
+                .collect();
+            let n = match crate::udp_batch::send_batch(socket, &batch) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::debug!(error = %e, "upstream send failed");
+                    0
+                }
+            };
+            for s in &mut sent[start + n..start + same] {
+                *s = false;
+            }
+            start += same;
+        }
+        sent
+    }
+
+    /// Enters a sent exchange in the table, with its deadline: its sequence
+    /// number.
+    fn register(
+        &self,
+        table: &mut Table,
+        query: usize,
+        p: &Prepared,
+        now: Instant,
+        deadline: Instant,
+    ) -> u64 {
+        table.seq += 1;
+        let seq = table.seq;
+        p.upstream.outstanding.fetch_add(1, Ordering::Relaxed);
+        table.exchanges.insert(
+            p.key,
+            Exchange {
+                query,
+                upstream: p.upstream.clone(),
+                sent: now,
+                seq,
+            },
+        );
+        let earliest = table
+            .deadlines
+            .peek()
+            .is_none_or(|Reverse((t, _, _))| deadline < *t);
+        table.deadlines.push(Reverse((deadline, seq, p.key)));
+        if earliest {
+            self.earlier_deadline.notify_one();
+        }
+        table.queries[query].exchanges_left += 1;
+        seq
     }
 
     fn fail_to_send(stats: &Stats, upstream: &Upstream) {
@@ -430,16 +506,20 @@ impl Forwarder {
     }
 }
 
-/// A fresh random ID for an exchange with `upstream` on `socket`, unused
-/// there (a few tries; with 65,536 IDs and a bounded table they suffice).
-fn unused_key(table: &Table, socket: u32, upstream: SocketAddr) -> Option<ExchangeKey> {
+/// A fresh random ID for an exchange with `upstream` on `socket`, not
+/// `taken` (a few tries; with 65,536 IDs and a bounded table they suffice).
+fn unused_key(
+    socket: u32,
+    upstream: SocketAddr,
+    taken: impl Fn(&ExchangeKey) -> bool,
+) -> Option<ExchangeKey> {
     (0..16).find_map(|_| {
         let key = ExchangeKey {
             socket,
             upstream,
             id: rand::random(),
         };
-        (!table.exchanges.contains_key(&key)).then_some(key)
+        (!taken(&key)).then_some(key)
     })
 }
 
@@ -483,7 +563,7 @@ async fn expire_loop(forwarder: Rc<Forwarder>) {
             None => earlier.await,
             Some(at) => {
                 tokio::select! {
-                    _ = tokio::time::sleep_until(at) => forwarder.expire(Instant::now()),
+                    _ = tokio::time::sleep_until(at + EXPIRY_TICK) => forwarder.expire(Instant::now()),
                     _ = earlier => {}
                 }
             }
