@@ -216,6 +216,12 @@ fn scenarios() -> Vec<(
             Load::Max,
         ),
         (
+            "1b. local name, 2000 qps",
+            vec!["ready.spartan A"],
+            None,
+            Load::Rate(2000),
+        ),
+        (
             "2. forwarded, all upstreams healthy, max qps",
             crate::lab::FORWARDED.to_vec(),
             None,
@@ -300,6 +306,13 @@ fn lab(bin: &Path, quick: bool, xdp_table: &str) -> Result<()> {
             }
         }
     }
+    let syscalls = crate::lab::syscalls_per_forwarded_query(bin, &lab.dir, seconds)?;
+    println!(
+        "spartan (userspace), forwarded at 1000 qps racing two upstreams: {:.2} system calls per query ({} calls, {} queries; strace -c -f)",
+        syscalls.per_query(),
+        syscalls.calls,
+        syscalls.queries
+    );
     Lab::blackhole(Some(crate::lab::UPSTREAMS[0]))?;
     let lookups = if quick { 2 } else { 4 };
     let glibc = glibc_baseline(&lab.dir, lookups)?;
@@ -351,8 +364,12 @@ fn lab(bin: &Path, quick: bool, xdp_table: &str) -> Result<()> {
     )
     .to_string();
     let header = format!(
-        "# Benchmark results\n\nRun {stamp} ({} mode, {seconds} s per run, {rounds} interleaved round(s), best kept), {machine}.\nSame client (dnsperf in the client namespace: `-q 100` for max qps, `-q 20000 -Q 2000` at a fixed rate), same three NSD upstreams (TTL 0), same queries for every system.\nXDP ns/run: the programs attached in the node namespace (bpf stats), so Spartan's kernel path only.\nRead ../shared/BENCHMARKING.md: on 2 cores dnsperf itself caps qps near 75-112k; compare ratios and CPU per query.\n\nVersions:\n\n```\n{versions}```\n\n## XDP program (BPF_PROG_TEST_RUN)\n\n```\n{xdp_table}```\n\n## glibc stub alone, first of three upstreams blackholed\n\n`getent hosts www.example.net`: {glibc:.0?} ms\n\n## Lab\n",
-        if quick { "quick" } else { "full" }
+        "# Benchmark results\n\nRun {stamp} ({} mode, {seconds} s per run, {rounds} interleaved round(s), best kept), {machine}.\nSame client (dnsperf in the client namespace: `-q 100` for max qps, `-q 20000 -Q 2000` at a fixed rate), same three NSD upstreams (TTL 0), same queries for every system.\nXDP ns/run: the programs attached in the node namespace (bpf stats), so Spartan's kernel path only.\nRead ../shared/BENCHMARKING.md: on 2 cores dnsperf itself caps qps near 75-112k; compare ratios and CPU per query.\n\nVersions:\n\n```\n{versions}```\n\n## XDP program (BPF_PROG_TEST_RUN)\n\n```\n{xdp_table}```\n\n## glibc stub alone, first of three upstreams blackholed\n\n`getent hosts www.example.net`: {glibc:.0?} ms\n\n## System calls per forwarded query\n\nSpartan's daemon (userspace path) under `strace -c -f`, forwarded names at 1000 qps, racing two of three upstreams: **{:.2}** per query ({} calls for {} queries).\n\n```\n{}```\n\n## Lab\n",
+        if quick { "quick" } else { "full" },
+        syscalls.per_query(),
+        syscalls.calls,
+        syscalls.queries,
+        syscalls.table
     );
     let md = crate::lab::markdown(&results, &header);
     std::fs::write(

@@ -559,6 +559,54 @@ pub fn dnsperf(
     })
 }
 
+/// System calls of Spartan's daemon per forwarded query.
+pub struct Syscalls {
+    pub calls: u64,
+    pub queries: u64,
+    /// strace's summary, the busiest calls first.
+    pub table: String,
+}
+
+impl Syscalls {
+    pub fn per_query(&self) -> f64 {
+        self.calls as f64 / self.queries.max(1) as f64
+    }
+}
+
+/// Spartan on the userspace path, forwarded names at 1000 qps for
+/// `seconds`, every system call of every thread counted by `strace -c -f`.
+pub fn syscalls_per_forwarded_query(bin: &Path, dir: &Path, seconds: u32) -> Result<Syscalls> {
+    let mut daemon = System::SpartanUser.start(bin, dir)?;
+    let summary = dir.join("strace-forwarded.txt");
+    let mut strace = Command::new("strace")
+        .args(["-c", "-f", "-p", &daemon.id().to_string(), "-o"])
+        .arg(&summary)
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting strace")?;
+    std::thread::sleep(Duration::from_millis(500));
+    let run = dnsperf(dir, "syscalls", FORWARDED, seconds, Load::Rate(1000), daemon.id());
+    terminate(&mut strace);
+    terminate(&mut daemon);
+    let _ = Command::new(bin)
+        .args(["down", "--pin-dir", "/sys/fs/bpf/spartan-lab", "--no-interface"])
+        .output();
+    let run = run?;
+    let text = std::fs::read_to_string(&summary).context("strace summary")?;
+    let calls = text
+        .lines()
+        .find(|l| l.trim_end().ends_with("total"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no total in strace's summary:\n{text}"))?;
+    let table: String = text.lines().take(12).map(|l| format!("{l}\n")).collect();
+    Ok(Syscalls {
+        calls,
+        queries: run.completed,
+        table,
+    })
+}
+
 /// The glibc stub alone: resolv.conf with the three upstreams, the first
 /// blackholed, `getent hosts` timed `lookups` times (in the node namespace,
 /// with a private /etc/resolv.conf).

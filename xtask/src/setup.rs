@@ -37,6 +37,7 @@ const TOOL_PACKAGES: &[&str] = &[
 /// The benchmark's client and the peers Spartan is measured against.
 const BENCH_PACKAGES: &[&str] = &[
     "dnsperf",
+    "strace",
     "dnsmasq-base",
     "dnsdist",
     "unbound",
