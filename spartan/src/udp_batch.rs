@@ -1,10 +1,17 @@
-//! Batched UDP receives: one `recvmmsg` takes every datagram waiting on a
-//! socket (up to the batch size), and a short batch tells that the queue is
-//! empty, so no extra `recvfrom` is spent just to meet `EAGAIN`.
+//! The data plane's UDP sockets: batched receives, sends straight to the
+//! kernel, and readiness for reading only.
 //!
-//! Readiness goes through tokio's `try_io`: when a batch comes back short,
-//! the closure reports `WouldBlock` and tokio clears the readiness it saw
-//! *before* the call, so a datagram that arrives meanwhile still wakes us.
+//! - One `recvmmsg` takes every datagram waiting on a socket (up to the
+//!   batch size), and a short batch tells that the queue is empty, so no
+//!   extra `recvfrom` is spent just to meet `EAGAIN`. When a batch comes
+//!   back short, the closure reports `WouldBlock` and tokio clears the
+//!   readiness it saw *before* the call, so a datagram that arrives
+//!   meanwhile still wakes us.
+//! - A [`DnsSocket`] is registered with the runtime for reading only: a UDP
+//!   send either fits in the buffer at once or fails, so writability is
+//!   never awaited, and a socket registered for it would wake the thread
+//!   for nothing after every send (an `EPOLLOUT` edge each time the kernel
+//!   frees the sent buffer).
 
 use std::{
     io,
@@ -13,7 +20,55 @@ use std::{
     os::fd::AsRawFd,
 };
 
-use tokio::{io::Interest, net::UdpSocket};
+use tokio::io::{Interest, unix::AsyncFd};
+
+/// A non-blocking UDP socket whose readiness the runtime watches for
+/// reading only.
+pub struct DnsSocket(AsyncFd<std::net::UdpSocket>);
+
+impl DnsSocket {
+    /// Must be called inside the runtime.
+    pub fn new(socket: std::net::UdpSocket) -> io::Result<Self> {
+        socket.set_nonblocking(true)?;
+        // SAFETY: the AsyncFd owns the socket, whose descriptor is open and
+        // never changes until the AsyncFd (and with it the socket) is dropped.
+        let fd = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)?;
+        Ok(Self(fd))
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get_ref().local_addr()
+    }
+
+    /// Sends one datagram now: it fits in the buffer at once or fails with
+    /// `WouldBlock`.
+    pub fn send_now(&self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.0.get_ref().send_to(data, to)
+    }
+
+    /// Sends one datagram, retrying for a while when the buffer is full
+    /// (rare: a reply larger than what is free); gives up after about
+    /// 100 ms.
+    pub async fn send_retrying(&self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+        for _ in 0..100 {
+            match self.send_now(data, to) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await
+                }
+                other => return other,
+            }
+        }
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+
+    /// Sends several datagrams (to any destinations) in one `sendmmsg`,
+    /// now: how many went out (the first ones; the rest met a full buffer
+    /// or an error).
+    pub fn send_batch(&self, datagrams: &[(&[u8], SocketAddr)]) -> io::Result<usize> {
+        send_batch(self.0.get_ref().as_raw_fd(), datagrams)
+    }
+}
 
 /// One received datagram.
 pub struct Datagram<'a> {
@@ -97,13 +152,13 @@ impl RecvBatch {
 
     /// Waits for at least one datagram and takes all that are waiting (up
     /// to the batch size). Read them with [`Self::get`].
-    pub async fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
-        let fd = socket.as_raw_fd();
+    pub async fn recv(&mut self, socket: &DnsSocket) -> io::Result<usize> {
+        let fd = socket.0.get_ref().as_raw_fd();
         loop {
-            socket.readable().await?;
+            let mut ready = socket.0.readable().await?;
             let mut got = 0;
             let slots = self.slots();
-            let result = socket.try_io(Interest::READABLE, || {
+            let result = ready.try_io(|_| {
                 got = self.recv_now(fd)?;
                 if got < slots {
                     // The queue is empty now: let tokio clear readiness.
@@ -113,9 +168,9 @@ impl RecvBatch {
                 }
             });
             match result {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
+                Ok(Ok(())) | Err(_) => {}
+                Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Ok(Err(e)) => return Err(e),
             }
             if got > 0 {
                 self.received = got;
@@ -140,17 +195,8 @@ impl RecvBatch {
     }
 }
 
-/// Sends one datagram now, without waiting for tokio to have seen the
-/// socket writable (a socket created a moment ago has not been yet): a UDP
-/// send either fits in the buffer at once or fails with `WouldBlock`.
-pub fn send_now(socket: &UdpSocket, data: &[u8], to: SocketAddr) -> io::Result<usize> {
-    socket2::SockRef::from(socket).send_to(data, &to.into())
-}
-
-/// Sends several datagrams (to any destinations) in one `sendmmsg`, now:
-/// how many went out (the first ones; the rest met a full buffer or an
-/// error).
-pub fn send_batch(socket: &UdpSocket, datagrams: &[(&[u8], SocketAddr)]) -> io::Result<usize> {
+/// `sendmmsg` on `fd`; see [`DnsSocket::send_batch`].
+fn send_batch(fd: i32, datagrams: &[(&[u8], SocketAddr)]) -> io::Result<usize> {
     let addrs: Vec<socket2::SockAddr> = datagrams.iter().map(|(_, a)| (*a).into()).collect();
     let mut iovecs: Vec<libc::iovec> = datagrams
         .iter()
@@ -174,7 +220,7 @@ pub fn send_batch(socket: &UdpSocket, datagrams: &[(&[u8], SocketAddr)]) -> io::
     // the kernel only reads them.
     let n = unsafe {
         libc::sendmmsg(
-            socket.as_raw_fd(),
+            fd,
             headers.as_mut_ptr(),
             headers.len() as u32,
             libc::MSG_DONTWAIT,
@@ -214,16 +260,20 @@ fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
 mod tests {
     use super::*;
 
+    use std::net::UdpSocket;
+
+    fn socket() -> DnsSocket {
+        DnsSocket::new(UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap()
+    }
+
     #[tokio::test]
     async fn a_batch_takes_every_waiting_datagram_with_its_source() {
-        let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let rx = socket();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
         for i in 0..5u8 {
-            tx.send_to(&[i; 3], rx.local_addr().unwrap()).await.unwrap();
+            tx.send_to(&[i; 3], rx.local_addr().unwrap()).unwrap();
         }
-        tx.send_to(&[9; 100], rx.local_addr().unwrap())
-            .await
-            .unwrap();
+        tx.send_to(&[9; 100], rx.local_addr().unwrap()).unwrap();
         let mut batch = RecvBatch::new(8, 64);
         let mut seen = Vec::new();
         while seen.len() < 6 {
@@ -241,22 +291,20 @@ mod tests {
 
     #[tokio::test]
     async fn one_batch_sends_to_several_destinations() {
-        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let sent = send_batch(
-            &tx,
-            &[
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = socket();
+        let sent = tx
+            .send_batch(&[
                 (b"to a", a.local_addr().unwrap()),
                 (b"to b", b.local_addr().unwrap()),
-            ],
-        )
-        .unwrap();
+            ])
+            .unwrap();
         assert_eq!(sent, 2);
         let mut buf = [0u8; 16];
-        let (n, from) = a.recv_from(&mut buf).await.unwrap();
+        let (n, from) = a.recv_from(&mut buf).unwrap();
         assert_eq!((&buf[..n], from), (&b"to a"[..], tx.local_addr().unwrap()));
-        let (n, _) = b.recv_from(&mut buf).await.unwrap();
+        let (n, _) = b.recv_from(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"to b");
     }
 }

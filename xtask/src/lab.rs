@@ -323,6 +323,10 @@ impl System {
                     "--detach-on-exit",
                 ])
                 .args(["--upstream", &ups.join(",")])
+                // `*.mesos` goes to the masters' Mesos-DNS: here the same
+                // NSD upstreams (they serve the mesos zone), so that every
+                // system forwards every query of the forwarded scenarios.
+                .args(["--masters", &ups.join(","), "--mesos-port", "53"])
                 .args(["--pin-dir", "/sys/fs/bpf/spartan-lab"])
                 .args(["--xdp-interface", NODE_TO_CLIENT])
                 .env("SPARTAN_LOG", "warn");
@@ -585,11 +589,23 @@ pub fn syscalls_per_forwarded_query(bin: &Path, dir: &Path, seconds: u32) -> Res
         .spawn()
         .context("starting strace")?;
     std::thread::sleep(Duration::from_millis(500));
-    let run = dnsperf(dir, "syscalls", FORWARDED, seconds, Load::Rate(1000), daemon.id());
+    let run = dnsperf(
+        dir,
+        "syscalls",
+        FORWARDED,
+        seconds,
+        Load::Rate(1000),
+        daemon.id(),
+    );
     terminate(&mut strace);
     terminate(&mut daemon);
     let _ = Command::new(bin)
-        .args(["down", "--pin-dir", "/sys/fs/bpf/spartan-lab", "--no-interface"])
+        .args([
+            "down",
+            "--pin-dir",
+            "/sys/fs/bpf/spartan-lab",
+            "--no-interface",
+        ])
         .output();
     let run = run?;
     let text = std::fs::read_to_string(&summary).context("strace summary")?;

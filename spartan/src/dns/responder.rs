@@ -4,13 +4,12 @@
 
 use std::{net::SocketAddr, rc::Rc, sync::Arc};
 
-use tokio::net::UdpSocket;
-
 use super::server::tcp::Connection;
 use crate::{
     forward::Responder,
     message,
     stats::{ReplyOrigin, Stats},
+    udp_batch::DnsSocket,
 };
 
 /// Replies the UDP servers may still owe to full send buffers, in all; past
@@ -20,7 +19,7 @@ const MAX_DEFERRED_UDP_SENDS: usize = 1024;
 /// Where a reply goes.
 pub enum Target {
     Udp {
-        socket: Rc<UdpSocket>,
+        socket: Rc<DnsSocket>,
         peer: SocketAddr,
         deferred: Rc<std::cell::Cell<usize>>,
     },
@@ -81,13 +80,13 @@ impl Responder for ResponseHandle {
 /// Sends at once; a full send buffer must not lose the reply nor stall the
 /// receive loop, so the send then finishes in a task (bounded in number).
 fn send_udp(
-    socket: Rc<UdpSocket>,
+    socket: Rc<DnsSocket>,
     peer: SocketAddr,
     reply: Vec<u8>,
     deferred: Rc<std::cell::Cell<usize>>,
     stats: &Stats,
 ) {
-    match crate::udp_batch::send_now(&socket, &reply, peer) {
+    match socket.send_now(&reply, peer) {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
             if deferred.get() >= MAX_DEFERRED_UDP_SENDS {
                 Stats::inc(&stats.dropped_overload);
@@ -95,7 +94,7 @@ fn send_udp(
             }
             deferred.set(deferred.get() + 1);
             tokio::task::spawn_local(async move {
-                let _ = socket.send_to(&reply, peer).await;
+                let _ = socket.send_retrying(&reply, peer).await;
                 deferred.set(deferred.get() - 1);
             });
         }

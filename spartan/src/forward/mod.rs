@@ -38,7 +38,7 @@ use upstream::{Outcome, Upstream, UpstreamSet};
 use crate::{
     message::{self, Transport},
     stats::{DropReason, ReplyOrigin, Stats},
-    udp_batch::RecvBatch,
+    udp_batch::{DnsSocket, RecvBatch},
 };
 
 /// Answers one client: implemented by the front end.
@@ -80,7 +80,7 @@ struct Exchange {
 struct Prepared {
     upstream: Arc<Upstream>,
     /// `None` for TCP.
-    socket: Option<Rc<tokio::net::UdpSocket>>,
+    socket: Option<Rc<DnsSocket>>,
     key: ExchangeKey,
     wire: Vec<u8>,
 }
@@ -249,7 +249,7 @@ impl Forwarder {
         slot: usize,
         upstream: &Upstream,
         routes: &Routes,
-    ) -> std::io::Result<(u32, Rc<tokio::net::UdpSocket>)> {
+    ) -> std::io::Result<(u32, Rc<DnsSocket>)> {
         self.pool
             .borrow_mut()
             .socket(slot, &upstream.addr, routes.upstream_timeout, |s| {
@@ -283,7 +283,7 @@ impl Forwarder {
                 .iter()
                 .map(|p| (p.wire.as_slice(), p.key.upstream))
                 .collect();
-            let n = match crate::udp_batch::send_batch(socket, &batch) {
+            let n = match socket.send_batch(&batch) {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::debug!(error = %e, "upstream send failed");
@@ -527,7 +527,7 @@ fn unused_key(
 async fn receive_loop(
     forwarder: Rc<Forwarder>,
     id: u32,
-    socket: Rc<tokio::net::UdpSocket>,
+    socket: Rc<DnsSocket>,
     retirement: Rc<pool::Retirement>,
 ) {
     let mut batch = RecvBatch::new(REPLY_BATCH, REPLY_SLOT);

@@ -7,7 +7,9 @@
 
 use std::{cell::Cell, io, net::SocketAddr, rc::Rc, time::Duration};
 
-use tokio::{net::UdpSocket, sync::Notify, time::Instant};
+use tokio::{sync::Notify, time::Instant};
+
+use crate::udp_batch::DnsSocket;
 
 /// Sockets per address family.
 pub const POOL_SIZE: usize = 8;
@@ -41,22 +43,20 @@ impl Retirement {
 /// One socket of the pool.
 pub struct Slot {
     pub id: u32,
-    pub socket: Rc<UdpSocket>,
+    pub socket: Rc<DnsSocket>,
     pub retirement: Rc<Retirement>,
     sent: u32,
     opened: Instant,
 }
 
 /// Opens an unconnected UDP socket on a kernel-chosen port.
-pub fn open_socket(v6: bool) -> io::Result<UdpSocket> {
+pub fn open_socket(v6: bool) -> io::Result<DnsSocket> {
     let any: SocketAddr = if v6 {
         SocketAddr::from(([0u16; 8], 0))
     } else {
         SocketAddr::from(([0u8; 4], 0))
     };
-    let std = std::net::UdpSocket::bind(any)?;
-    std.set_nonblocking(true)?;
-    UdpSocket::from_std(std)
+    DnsSocket::new(std::net::UdpSocket::bind(any)?)
 }
 
 pub struct Pool {
@@ -87,7 +87,7 @@ impl Pool {
         upstream: &SocketAddr,
         timeout: Duration,
         start: impl FnOnce(&Slot),
-    ) -> io::Result<(u32, Rc<UdpSocket>)> {
+    ) -> io::Result<(u32, Rc<DnsSocket>)> {
         let now = Instant::now();
         let slots = if upstream.is_ipv6() {
             &mut self.v6

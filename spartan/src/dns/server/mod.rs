@@ -103,7 +103,7 @@ async fn serve(bound: Vec<Bound>, setup: Setup, stop: oneshot::Receiver<Duration
     ));
     let mut listeners = Vec::new();
     for b in bound {
-        let udp = tokio::net::UdpSocket::from_std(b.udp).expect("inside the runtime");
+        let udp = crate::udp_batch::DnsSocket::new(b.udp).expect("inside the runtime");
         let tcp = tokio::net::TcpListener::from_std(b.tcp).expect("inside the runtime");
         listeners.push(tokio::task::spawn_local(udp::serve(
             Rc::new(udp),

@@ -2,13 +2,11 @@
 
 use std::{cell::Cell, rc::Rc};
 
-use tokio::net::UdpSocket;
-
 use crate::{
     dns::{RequestHandler, ResponseHandle, responder::Target},
     message::Transport,
     stats::DropReason,
-    udp_batch::RecvBatch,
+    udp_batch::{DnsSocket, RecvBatch},
 };
 
 /// Datagrams one receive call takes, and the largest query taken (a larger
@@ -16,7 +14,7 @@ use crate::{
 const QUERY_BATCH: usize = 32;
 const QUERY_SLOT: usize = 4096;
 
-pub async fn serve(socket: Rc<UdpSocket>, handler: Rc<RequestHandler>) {
+pub async fn serve(socket: Rc<DnsSocket>, handler: Rc<RequestHandler>) {
     let deferred = Rc::new(Cell::new(0));
     let mut batch = RecvBatch::new(QUERY_BATCH, QUERY_SLOT);
     loop {
