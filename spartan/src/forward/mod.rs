@@ -17,8 +17,7 @@ pub mod upstream;
 
 use std::{
     cell::RefCell,
-    cmp::Reverse,
-    collections::{BinaryHeap, HashMap},
+    collections::{HashMap, VecDeque},
     net::{IpAddr, SocketAddr},
     rc::Rc,
     sync::{Arc, atomic::Ordering},
@@ -110,7 +109,11 @@ enum End<'a> {
 struct Table {
     queries: Slab<Pending>,
     exchanges: HashMap<ExchangeKey, Exchange>,
-    deadlines: BinaryHeap<Reverse<(Instant, u64, ExchangeKey)>>,
+    /// Deadlines in the order exchanges were sent: with one upstream
+    /// timeout for all, that is deadline order. (After a reload shortens
+    /// the timeout, newer exchanges wait behind older ones, at most one old
+    /// timeout.)
+    deadlines: VecDeque<(Instant, u64, ExchangeKey)>,
     seq: u64,
 }
 
@@ -120,8 +123,9 @@ pub struct Forwarder {
     admission: RefCell<Admission>,
     table: RefCell<Table>,
     pool: RefCell<pool::Pool>,
-    /// Wakes the expiry loop when a deadline earlier than all others comes.
-    earlier_deadline: Notify,
+    /// Wakes the expiry loop when the first deadline comes into an empty
+    /// queue.
+    first_deadline: Notify,
     me: std::rc::Weak<Forwarder>,
 }
 
@@ -134,7 +138,7 @@ impl Forwarder {
             admission: RefCell::new(Admission::new(limits)),
             table: RefCell::default(),
             pool: RefCell::default(),
-            earlier_deadline: Notify::new(),
+            first_deadline: Notify::new(),
             me: me.clone(),
         });
         tokio::task::spawn_local(expire_loop(forwarder.clone()));
@@ -320,13 +324,10 @@ impl Forwarder {
                 seq,
             },
         );
-        let earliest = table
-            .deadlines
-            .peek()
-            .is_none_or(|Reverse((t, _, _))| deadline < *t);
-        table.deadlines.push(Reverse((deadline, seq, p.key)));
-        if earliest {
-            self.earlier_deadline.notify_one();
+        let first = table.deadlines.is_empty();
+        table.deadlines.push_back((deadline, seq, p.key));
+        if first {
+            self.first_deadline.notify_one();
         }
         table.queries[query].exchanges_left += 1;
         seq
@@ -430,11 +431,11 @@ impl Forwarder {
     /// Ends every exchange whose deadline has passed.
     fn expire(&self, now: Instant) {
         let mut table = self.table.borrow_mut();
-        while let Some(Reverse((at, seq, key))) = table.deadlines.peek().copied() {
+        while let Some((at, seq, key)) = table.deadlines.front().copied() {
             if at > now {
                 break;
             }
-            table.deadlines.pop();
+            table.deadlines.pop_front();
             if table.exchanges.get(&key).is_some_and(|ex| ex.seq == seq) {
                 let ex = table.exchanges.remove(&key).expect("checked");
                 Stats::inc(&self.stats.upstream_timeouts);
@@ -556,9 +557,9 @@ async fn expire_loop(forwarder: Rc<Forwarder>) {
             .table
             .borrow()
             .deadlines
-            .peek()
-            .map(|Reverse((t, _, _))| *t);
-        let earlier = forwarder.earlier_deadline.notified();
+            .front()
+            .map(|(t, _, _)| *t);
+        let earlier = forwarder.first_deadline.notified();
         match next {
             None => earlier.await,
             Some(at) => {
