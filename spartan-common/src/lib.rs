@@ -25,13 +25,19 @@ pub const QTYPE_A: u16 = 1;
 pub mod map_names {
     /// `AnswerKey` -> `AnswerValue`: the records the kernel answers.
     pub const ANSWERS: &str = "SPARTAN_ANSWERS";
-    /// IPv4 address (network byte order, as `u32` of the wire bytes) -> 1.
+    /// IPv4 address (its four wire bytes, `[u8; 4]`) -> 1.
     pub const LISTEN_ADDRS: &str = "SPARTAN_LISTEN_ADDRS";
     /// One `u64`: CLOCK_MONOTONIC nanoseconds of the daemon's last heartbeat.
     pub const HEARTBEAT: &str = "SPARTAN_HEARTBEAT";
     /// Per-CPU `u64` counters indexed by `Counter`.
     pub const COUNTERS: &str = "SPARTAN_COUNTERS";
 }
+
+/// Entries of the answers map (the program's definition and the daemon's
+/// check of pinned maps both read this).
+pub const ANSWERS_MAX_ENTRIES: u32 = 1024;
+/// Entries of the listen-address map.
+pub const LISTEN_ADDRS_MAX_ENTRIES: u32 = 64;
 
 /// Where the daemon pins maps and links.
 pub const PIN_DIR: &str = "/sys/fs/bpf/spartan";

@@ -18,19 +18,21 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use spartan_common::{
-    ANSWER_NEEDS_HEARTBEAT, AnswerKey, AnswerValue, Counter, EDNS_UDP_SIZE, HEARTBEAT_MAX_AGE_NS,
-    MAX_ADDRS, MAX_NAME_LEN, QTYPE_A,
+    ANSWER_NEEDS_HEARTBEAT, ANSWERS_MAX_ENTRIES, AnswerKey, AnswerValue, Counter, EDNS_UDP_SIZE,
+    HEARTBEAT_MAX_AGE_NS, LISTEN_ADDRS_MAX_ENTRIES, MAX_ADDRS, MAX_NAME_LEN, QTYPE_A,
 };
 
 use crate::checksum;
 
 /// The records answered in the kernel, written by the daemon's zone model.
 #[btf_map]
-static SPARTAN_ANSWERS: HashMap<AnswerKey, AnswerValue, 1024> = HashMap::new();
+static SPARTAN_ANSWERS: HashMap<AnswerKey, AnswerValue, { ANSWERS_MAX_ENTRIES as usize }> =
+    HashMap::new();
 
 /// Spartan's listen addresses (wire bytes) -> 1.
 #[btf_map]
-static SPARTAN_LISTEN_ADDRS: HashMap<[u8; 4], u8, 64> = HashMap::new();
+static SPARTAN_LISTEN_ADDRS: HashMap<[u8; 4], u8, { LISTEN_ADDRS_MAX_ENTRIES as usize }> =
+    HashMap::new();
 
 /// Index 0: CLOCK_MONOTONIC ns of the daemon's last heartbeat.
 #[btf_map]

@@ -16,8 +16,8 @@ use tokio::{
 
 use crate::{
     config::Config,
-    dns::server::{DnsServer, Setup, TcpLimits},
-    fastpath::{FastPath, KernelMaps},
+    dns::server::{DnsServer, Listeners, Setup, TcpLimits},
+    fastpath::{FastPath, InstanceLock, KernelMaps},
     forward::{Limits, Router},
     iface,
     local_data::LocalData,
@@ -29,6 +29,8 @@ use crate::{
 
 /// How long in-flight queries may take to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// The only port the XDP program answers.
+const KERNEL_DNS_PORT: u16 = 53;
 /// How often the heartbeat in the kernel map is refreshed.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 
@@ -57,6 +59,44 @@ fn start_fast_path(config: &Config) -> Result<KernelPath> {
         maps,
         interfaces,
     })
+}
+
+/// The kernel path, when this daemon serves it. When it does not (turned
+/// off, a port the program does not answer, or it failed to start), a
+/// program an earlier daemon left attached under the pin directory is
+/// detached: the kernel must never answer from maps nobody writes.
+fn kernel_path(config: &Config) -> Option<KernelPath> {
+    let off = if !config.xdp.enabled {
+        "turned off in the configuration".to_string()
+    } else if config.dns_port != KERNEL_DNS_PORT {
+        format!(
+            "the XDP program answers port {KERNEL_DNS_PORT} only and dns_port is {}",
+            config.dns_port
+        )
+    } else {
+        match start_fast_path(config) {
+            Ok(kernel) => {
+                tracing::info!(port = KERNEL_DNS_PORT, "kernel path on");
+                return Some(kernel);
+            }
+            // Userspace still answers everything; the node keeps its DNS.
+            Err(e) => format!("it failed to start: {e:#}"),
+        }
+    };
+    tracing::warn!(reason = %off, "kernel path off: userspace answers everything");
+    match FastPath::detach_all(&config.xdp.pin_dir) {
+        Ok(detached) if !detached.is_empty() => tracing::warn!(
+            interfaces = ?detached,
+            pin_dir = %config.xdp.pin_dir.display(),
+            "detached the XDP program an earlier daemon left attached: nothing would update its answers"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::error!(
+            error = format!("{e:#}"),
+            "detaching a left-over XDP program failed"
+        ),
+    }
+    None
 }
 
 /// Raises the soft descriptor limit to the hard one: the forwarder's needs
@@ -175,6 +215,8 @@ pub async fn run(config: Config, reload: impl Fn() -> Result<Config>) -> Result<
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    // Before anything on the node is touched: one daemon per pin directory.
+    let _lock = InstanceLock::acquire(&config.xdp.pin_dir)?;
     raise_fd_limit();
     if config.manage_interface {
         match iface::ensure(&config.listen_addresses).await {
@@ -190,22 +232,15 @@ pub async fn run(config: Config, reload: impl Fn() -> Result<Config>) -> Result<
             ),
         }
     }
+    let addrs: Vec<SocketAddr> = config
+        .listen_addresses
+        .iter()
+        .map(|a| SocketAddr::from((*a, config.dns_port)))
+        .collect();
+    // The sockets first: a daemon that cannot serve never writes a map.
+    let listeners = Listeners::bind(&addrs)?;
     let stats = Arc::new(Stats::default());
-    let fast_path = if config.xdp.enabled {
-        match start_fast_path(&config) {
-            Ok(fp) => Some(fp),
-            Err(e) => {
-                // Userspace still answers everything; the node keeps its DNS.
-                tracing::error!(
-                    error = format!("{e:#}"),
-                    "XDP fast path unavailable, answering from userspace only"
-                );
-                None
-            }
-        }
-    } else {
-        None
-    };
+    let fast_path = kernel_path(&config);
     let initial_masters = match (&config.masters, &fast_path) {
         (masters::MasterSource::Static(list), _) => list.clone(),
         (masters::MasterSource::None, _) => Vec::new(),
@@ -233,13 +268,8 @@ pub async fn run(config: Config, reload: impl Fn() -> Result<Config>) -> Result<
         kernel_path,
         health: Arc::new(crate::selfcheck::Health::default()),
     });
-    let addrs: Vec<SocketAddr> = config
-        .listen_addresses
-        .iter()
-        .map(|a| SocketAddr::from((*a, config.dns_port)))
-        .collect();
     let server = DnsServer::start(
-        &addrs,
+        listeners,
         Setup {
             local: local.clone(),
             router: router.clone(),

@@ -31,6 +31,21 @@ pub fn spartan_bin() -> PathBuf {
 pub struct Spartan {
     child: Option<Child>,
     pub log: PathBuf,
+    /// The pin directory given to a daemon whose test named none: a test
+    /// never uses (nor locks) the node's own Spartan's.
+    _own_pins: Option<crate::pins::PinDir>,
+}
+
+/// Does `args` say where to pin, by flag or in the configuration file?
+fn names_a_pin_dir(args: &[String]) -> bool {
+    if args.iter().any(|a| a == "--pin-dir") {
+        return true;
+    }
+    args.iter()
+        .position(|a| a == "--config")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .is_some_and(|text| text.contains("pin_dir"))
 }
 
 impl Spartan {
@@ -71,6 +86,11 @@ impl Spartan {
         env: &[(&str, &str)],
         nofile: Option<u32>,
     ) -> Self {
+        let own_pins = (!names_a_pin_dir(args)).then(crate::pins::PinDir::new);
+        let mut args = args.to_vec();
+        if let Some(pins) = &own_pins {
+            args.extend(["--pin-dir".to_string(), pins.path().display().to_string()]);
+        }
         let bin = spartan_bin();
         let bin = bin.to_str().unwrap();
         let mut cmd = match (ns, nofile) {
@@ -104,6 +124,7 @@ impl Spartan {
         Self {
             child: Some(child),
             log,
+            _own_pins: own_pins,
         }
     }
 
@@ -129,6 +150,18 @@ impl Spartan {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Waits (at most `within`) for the daemon to exit by itself.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.as_mut()?.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     pub fn pid(&self) -> u32 {

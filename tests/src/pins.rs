@@ -37,5 +37,7 @@ impl Default for PinDir {
 impl Drop for PinDir {
     fn drop(&mut self) {
         let _ = spartan::fastpath::FastPath::remove_pins(&self.0);
+        // The daemon's lock file for this pin directory.
+        let _ = std::fs::remove_file(spartan::fastpath::run_file(&self.0, "lock"));
     }
 }

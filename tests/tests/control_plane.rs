@@ -598,3 +598,143 @@ fn root_shutdown_detaches_what_was_attached_whatever_a_reload_said() {
     assert!(!xdp_on("lo"), "lo is detached");
     let _ = std::fs::remove_dir_all(config.parent().unwrap());
 }
+
+/// zk-1..zk-5 over UDP, as a client gets them (from the kernel when it
+/// answers, else from the daemon).
+fn udp_zk(node: &Netns) -> Vec<String> {
+    (1..=5)
+        .map(|i| {
+            let out = client::dig(
+                "dig",
+                Some(node),
+                server(),
+                &["+short", &format!("zk-{i}.zk")],
+            );
+            client::short_lines(&out).join(",")
+        })
+        .collect()
+}
+
+fn kernel_args(pins: &PinDir, masters: &str) -> Vec<String> {
+    tests::args(&[
+        "--listen",
+        "198.51.100.1",
+        "--upstream",
+        "127.0.0.1:5353",
+        "--masters",
+        masters,
+        "--pin-dir",
+        pins.path().to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn root_a_second_daemon_fails_before_touching_the_kernel() {
+    let node = node();
+    let pins = PinDir::new();
+    let first = Spartan::start(Some(&node), &kernel_args(&pins, "10.0.0.1"), server());
+    let one = ["10.0.0.1"; 5];
+    wait_zk(&node, pins.path(), &one, "first daemon");
+    // A manual start while the service runs.
+    let mut second = Spartan::spawn(Some(&node), &kernel_args(&pins, "10.0.0.9"));
+    let status = second
+        .wait_exit(Duration::from_secs(10))
+        .expect("the second daemon exits by itself");
+    assert!(!status.success());
+    let log = second.log_text();
+    assert!(
+        log.contains(&format!("another Spartan (pid {})", first.pid())),
+        "the error names the running daemon: {log}"
+    );
+    // Every path still gives the first daemon's answers.
+    assert_eq!(kernel_zk(pins.path()), one, "kernel map");
+    assert_eq!(udp_zk(&node), one, "UDP (kernel)");
+    assert_eq!(daemon_zk(&node), one, "TCP (daemon)");
+    let (status, body) = client::http_get(
+        Some(&node),
+        "127.0.0.1:62080".parse().unwrap(),
+        "/v1/hosts/zk-1.zk",
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("10.0.0.1") && !body.contains("10.0.0.9"),
+        "{body}"
+    );
+}
+
+#[test]
+fn root_a_daemon_without_the_kernel_path_detaches_what_an_earlier_one_left() {
+    let node = node();
+    let pins = PinDir::new();
+    let mut first = Spartan::start(Some(&node), &kernel_args(&pins, "10.0.0.1"), server());
+    wait_zk(&node, pins.path(), &["10.0.0.1"; 5], "first daemon");
+    first.stop();
+    // Left attached on purpose (no detach_on_exit): the kernel still answers.
+    assert_eq!(udp_zk(&node), ["10.0.0.1"; 5], "kernel after the stop");
+    drop(first);
+    // Turned off: the next daemon detaches it, so UDP and TCP agree.
+    let mut off = kernel_args(&pins, "10.0.0.2");
+    off.push("--no-xdp".into());
+    let second = Spartan::start(Some(&node), &off, server());
+    assert_eq!(
+        udp_zk(&node),
+        ["10.0.0.2"; 5],
+        "UDP answers are the daemon's"
+    );
+    assert_eq!(daemon_zk(&node), ["10.0.0.2"; 5]);
+    assert!(
+        second.log_text().contains("detached the XDP program"),
+        "{}",
+        second.log_text()
+    );
+    drop(second);
+    // A port the program does not answer: the kernel path is off, and says why.
+    let mut other_port = kernel_args(&pins, "10.0.0.3");
+    other_port.extend(["--port".into(), "5300".into()]);
+    let third = Spartan::start(
+        Some(&node),
+        &other_port,
+        "198.51.100.1:5300".parse().unwrap(),
+    );
+    let log = third.log_text();
+    assert!(
+        log.contains("kernel path off") && log.contains("port 53 only"),
+        "{log}"
+    );
+    assert!(!log.contains("kernel path on"), "{log}");
+}
+
+#[test]
+fn root_pinned_maps_of_another_layout_are_replaced() {
+    let node = node();
+    let pins = PinDir::new();
+    std::fs::create_dir_all(pins.path()).unwrap();
+    // What an older Spartan with another answer layout would have left.
+    let stale = pins.path().join("SPARTAN_ANSWERS");
+    tests::netns::sh(std::process::Command::new("bpftool").args([
+        "map",
+        "create",
+        stale.to_str().unwrap(),
+        "type",
+        "hash",
+        "key",
+        "8",
+        "value",
+        "8",
+        "entries",
+        "16",
+        "name",
+        "SPARTAN_ANSWERS",
+    ]));
+    let s = Spartan::start(Some(&node), &kernel_args(&pins, "10.0.0.1"), server());
+    assert!(s.log_text().contains("another layout"), "{}", s.log_text());
+    wait_zk(
+        &node,
+        pins.path(),
+        &["10.0.0.1"; 5],
+        "over the replaced map",
+    );
+    assert_eq!(udp_zk(&node), ["10.0.0.1"; 5], "the kernel answers");
+    assert!(s.log_text().contains("kernel path on"), "{}", s.log_text());
+}

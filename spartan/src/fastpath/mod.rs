@@ -1,8 +1,12 @@
 //! The kernel fast path: loading the embedded XDP program, attaching it,
 //! pinning its maps, and the map writer.
 
+pub mod layout;
+mod lock;
 mod maps;
 pub mod test_run;
+
+pub use lock::InstanceLock;
 
 use std::{
     fmt,
@@ -69,6 +73,13 @@ impl FastPath {
         }
         std::fs::create_dir_all(pin_dir)
             .with_context(|| format!("creating pin directory {}", pin_dir.display()))?;
+        for (name, found) in layout::remove_mismatched(pin_dir, &ALL_MAPS)? {
+            tracing::warn!(
+                map = %name,
+                %found,
+                "pinned map of another layout (an older or newer Spartan) removed; it is created anew"
+            );
+        }
         let mut loader = EbpfLoader::new();
         let pin_paths: Vec<(&str, PathBuf)> = ALL_MAPS
             .iter()
@@ -191,6 +202,25 @@ impl FastPath {
         Ok(true)
     }
 
+    /// Detaches the program from every interface it is pinned to under
+    /// `pin_dir` (the maps stay): the interfaces it was on.
+    pub fn detach_all(pin_dir: &Path) -> Result<Vec<String>> {
+        let Ok(entries) = std::fs::read_dir(pin_dir) else {
+            return Ok(Vec::new());
+        };
+        let mut detached = Vec::new();
+        for entry in entries {
+            let name = entry?.file_name().to_string_lossy().to_string();
+            if let Some(interface) = name.strip_prefix("link_")
+                && Self::detach(pin_dir, interface)?
+            {
+                detached.push(interface.to_string());
+            }
+        }
+        detached.sort();
+        Ok(detached)
+    }
+
     /// Removes every pin Spartan made under `pin_dir` and the directory,
     /// which detaches the program and frees the maps.
     pub fn remove_pins(pin_dir: &Path) -> Result<()> {
@@ -206,15 +236,23 @@ impl FastPath {
     }
 }
 
-/// The attach mode is not recorded in a bpf_link; remember it beside the pin.
-/// bpffs holds only BPF objects, so the note lives in /run.
-fn mode_path(pin_dir: &Path, interface: &str) -> PathBuf {
+/// A file in /run/spartan that belongs with `pin_dir` (bpffs holds only BPF
+/// objects): `what` and the pin directory's path in the name.
+pub fn run_file(pin_dir: &Path, what: &str) -> PathBuf {
     let tag: String = pin_dir
         .to_string_lossy()
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
-    Path::new("/run/spartan").join(format!("xdp-mode{tag}-{interface}"))
+    Path::new("/run/spartan").join(format!("{what}{tag}"))
+}
+
+/// The attach mode is not recorded in a bpf_link; remember it beside the pin.
+fn mode_path(pin_dir: &Path, interface: &str) -> PathBuf {
+    PathBuf::from(format!(
+        "{}-{interface}",
+        run_file(pin_dir, "xdp-mode").display()
+    ))
 }
 
 fn previous_mode(pin_dir: &Path, interface: &str) -> Option<AttachedMode> {

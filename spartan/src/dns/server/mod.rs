@@ -30,11 +30,21 @@ pub struct Setup {
     pub tcp: TcpLimits,
 }
 
-/// Sockets bound before the thread starts, so that a bind error is the
-/// caller's to report.
+/// One address's sockets, bound before the thread starts.
 struct Bound {
     udp: std::net::UdpSocket,
     tcp: std::net::TcpListener,
+}
+
+/// The listen sockets, bound first of all (before the kernel path is
+/// touched): a daemon that cannot have them never writes a kernel map.
+pub struct Listeners(Vec<Bound>);
+
+impl Listeners {
+    /// Binds UDP and TCP on every address.
+    pub fn bind(addrs: &[SocketAddr]) -> Result<Self> {
+        Ok(Self(addrs.iter().map(|a| bind(*a)).collect::<Result<_>>()?))
+    }
 }
 
 fn bind(addr: SocketAddr) -> Result<Bound> {
@@ -57,9 +67,9 @@ pub struct DnsServer {
 }
 
 impl DnsServer {
-    /// Binds UDP and TCP on every address, then serves on a new thread.
-    pub fn start(addrs: &[SocketAddr], setup: Setup) -> Result<Self> {
-        let bound: Vec<Bound> = addrs.iter().map(|a| bind(*a)).collect::<Result<_>>()?;
+    /// Serves on `listeners` from a new thread.
+    pub fn start(listeners: Listeners, setup: Setup) -> Result<Self> {
+        let bound = listeners.0;
         let udp_addrs = bound
             .iter()
             .map(|b| b.udp.local_addr())

@@ -1,0 +1,94 @@
+//! The layout every pinned map must have for the program this daemon
+//! embeds. A map pinned by another version (a key or value that changed
+//! size, another capacity) would be reused by the loader as it is; it is
+//! removed instead, and the loader creates it anew.
+
+use std::{mem::size_of, path::Path};
+
+use anyhow::{Context, Result};
+use aya::maps::MapInfo;
+use spartan_common::{
+    ANSWERS_MAX_ENTRIES, AnswerKey, AnswerValue, Counter, LISTEN_ADDRS_MAX_ENTRIES, map_names,
+};
+
+/// What one map looks like to the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+}
+
+/// The layout of each map of the embedded program.
+pub fn expected(name: &str) -> Option<Layout> {
+    let layout = |key: usize, value: usize, max_entries: u32| Layout {
+        key_size: key as u32,
+        value_size: value as u32,
+        max_entries,
+    };
+    Some(match name {
+        map_names::ANSWERS => layout(
+            size_of::<AnswerKey>(),
+            size_of::<AnswerValue>(),
+            ANSWERS_MAX_ENTRIES,
+        ),
+        map_names::LISTEN_ADDRS => layout(4, 1, LISTEN_ADDRS_MAX_ENTRIES),
+        // Arrays: a u32 index.
+        map_names::HEARTBEAT => layout(4, 8, 1),
+        map_names::COUNTERS => layout(4, 8, Counter::COUNT),
+        _ => return None,
+    })
+}
+
+/// The layout of the map pinned at `path`.
+pub fn pinned(path: &Path) -> Result<Layout> {
+    let info = MapInfo::from_pin(path)
+        .with_context(|| format!("reading the map at {}", path.display()))?;
+    Ok(Layout {
+        key_size: info.key_size(),
+        value_size: info.value_size(),
+        max_entries: info.max_entries(),
+    })
+}
+
+/// Removes the pins among `names` under `pin_dir` whose map does not have
+/// the expected layout (or cannot be read); returns what was removed, with
+/// the layout found.
+pub fn remove_mismatched(pin_dir: &Path, names: &[&str]) -> Result<Vec<(String, String)>> {
+    let mut removed = Vec::new();
+    for name in names {
+        let path = pin_dir.join(name);
+        let Some(want) = expected(name) else {
+            continue;
+        };
+        if !path.exists() {
+            continue;
+        }
+        let found = match pinned(&path) {
+            Ok(found) if found == want => continue,
+            Ok(found) => format!("{found:?}"),
+            Err(e) => format!("unreadable ({e:#})"),
+        };
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        removed.push((name.to_string(), found));
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_map_of_the_program_has_a_layout() {
+        for name in [
+            map_names::ANSWERS,
+            map_names::LISTEN_ADDRS,
+            map_names::HEARTBEAT,
+            map_names::COUNTERS,
+        ] {
+            assert!(expected(name).is_some(), "{name}");
+        }
+        assert!(expected("SOMETHING_ELSE").is_none());
+    }
+}
