@@ -81,7 +81,7 @@ pub struct FileConfig {
     pub http: Option<HttpFile>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MastersFile {
     /// `exhibitor` | `exhibitor_uri` | `master_list` | `static`.
@@ -185,33 +185,70 @@ impl FileConfig {
         Self::parse(path, &text)
     }
 
-    /// Applies the environment variables DC/OS operators set
-    /// (`MASTER_SOURCE`, `EXHIBITOR_ADDRESS`, `EXHIBITOR_URI`,
-    /// `MASTER_LIST_FILE`, `RESOLVERS`) over the file's values.
-    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) {
-        let m = self.masters.get_or_insert_with(Default::default);
-        if let Some(v) = env("MASTER_SOURCE") {
-            m.source = Some(v);
-        }
-        if let Some(v) = env("EXHIBITOR_ADDRESS") {
-            m.exhibitor_address = Some(v);
-        }
-        if let Some(v) = env("EXHIBITOR_URI") {
-            m.exhibitor_uri = Some(v);
-        }
-        if let Some(v) = env("MASTER_LIST_FILE") {
-            m.master_list_file = Some(v);
-        }
-        if let Some(v) = env("RESOLVERS") {
-            let list: Vec<String> = v
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect();
-            if !list.is_empty() {
-                self.upstream_resolvers = Some(list);
+    /// The file that gives `config` back: every key written out, so that
+    /// `check-config`'s output, fed back in, yields the same configuration.
+    pub fn from_config(config: &Config) -> Self {
+        let ms = |d: Duration| Some(d.as_millis() as u64);
+        let servers = |list: &[SocketAddr]| list.iter().map(|s| s.to_string()).collect();
+        let mut masters = MastersFile {
+            poll_interval_ms: ms(config.master_intervals.poll),
+            retry_interval_ms: ms(config.master_intervals.retry),
+            http_timeout_ms: ms(config.master_intervals.http_timeout),
+            file_check_interval_ms: ms(config.master_intervals.file_check),
+            ..Default::default()
+        };
+        match &config.masters {
+            MasterSource::None => {}
+            MasterSource::Static(list) => {
+                masters.source = Some("static".into());
+                masters.static_list = Some(list.iter().map(|a| a.to_string()).collect());
             }
+            MasterSource::MasterListFile(path) => {
+                masters.source = Some("master_list".into());
+                masters.master_list_file = Some(path.display().to_string());
+            }
+            MasterSource::Exhibitor(url) => {
+                masters.source = Some("exhibitor_uri".into());
+                masters.exhibitor_uri = Some(url.clone());
+            }
+        }
+        Self {
+            listen_addresses: Some(
+                config
+                    .listen_addresses
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect(),
+            ),
+            dns_port: Some(config.dns_port),
+            upstream_resolvers: Some(servers(&config.upstream_resolvers)),
+            forward_zones: Some(
+                config
+                    .forward_zones
+                    .iter()
+                    .map(|(z, list)| (z.clone(), servers(list)))
+                    .collect(),
+            ),
+            mesos_port: Some(config.mesos_port),
+            upstream_timeout_ms: ms(config.upstream_timeout),
+            query_deadline_ms: ms(config.query_deadline),
+            max_in_flight: Some(config.max_in_flight),
+            max_in_flight_per_client: Some(config.max_in_flight_per_client),
+            max_in_flight_per_upstream: Some(config.max_in_flight_per_upstream),
+            max_tcp_connections: Some(config.max_tcp_connections),
+            tcp_idle_timeout_ms: ms(config.tcp_idle_timeout),
+            self_check_interval_ms: ms(config.self_check_interval),
+            manage_interface: Some(config.manage_interface),
+            masters: Some(masters),
+            xdp: Some(XdpFile {
+                enabled: Some(config.xdp.enabled),
+                interfaces: Some(config.xdp.interfaces.clone()),
+                pin_dir: Some(config.xdp.pin_dir.display().to_string()),
+                detach_on_exit: Some(config.xdp.detach_on_exit),
+            }),
+            http: Some(HttpFile {
+                listen: Some(config.http_listen.to_string()),
+            }),
         }
     }
 
@@ -224,7 +261,23 @@ impl FileConfig {
 
     /// Validates and fills in defaults. `resolv_conf` is the text of
     /// /etc/resolv.conf, used when no upstream resolvers are configured.
+    /// The daemon needs at least one usable upstream resolver.
     pub fn resolve(&self, resolv_conf: &str) -> Result<Config, ConfigError> {
+        let config = self.resolve_without_upstreams(resolv_conf)?;
+        if config.upstream_resolvers.is_empty() {
+            return Err(invalid(
+                "upstream_resolvers",
+                "no usable upstream resolver: none is configured and /etc/resolv.conf lists \
+                 only Spartan's own addresses (genresolv writes them there); set \
+                 upstream_resolvers in the file or RESOLVERS in the environment",
+            ));
+        }
+        Ok(config)
+    }
+
+    /// [`Self::resolve`] for the node tools (watchdog, genresolv, stats,
+    /// down), which need addresses, ports and paths but no upstream.
+    pub fn resolve_without_upstreams(&self, resolv_conf: &str) -> Result<Config, ConfigError> {
         let listen_addresses = match &self.listen_addresses {
             None => DEFAULT_LISTEN.to_vec(),
             Some(list) => {
@@ -241,6 +294,9 @@ impl FileConfig {
             }
         };
         let dns_port = self.dns_port.unwrap_or(53);
+        if dns_port == 0 {
+            return Err(invalid("dns_port", "must be a port (1-65535)"));
+        }
         let ours = |sa: &SocketAddr| match sa.ip() {
             IpAddr::V4(v4) => listen_addresses.contains(&v4) || DEFAULT_LISTEN.contains(&v4),
             IpAddr::V6(_) => false,
@@ -255,14 +311,6 @@ impl FileConfig {
                 .filter(|sa| !ours(sa))
                 .collect(),
         };
-        if upstream_resolvers.is_empty() {
-            return Err(invalid(
-                "upstream_resolvers",
-                "no usable upstream resolver: none is configured and /etc/resolv.conf lists \
-                 only Spartan's own addresses (genresolv writes them there); set \
-                 upstream_resolvers in the file or RESOLVERS in the environment",
-            ));
-        }
         for sa in &upstream_resolvers {
             if ours(sa) {
                 return Err(invalid(
@@ -363,10 +411,14 @@ impl FileConfig {
                         format!("{host:?} is not a host"),
                     ));
                 }
-                MasterSource::Exhibitor(format!(
-                    "http://{}:8181/exhibitor/v1/cluster/status",
-                    host.trim()
-                ))
+                // `host` gets Exhibitor's port; `host:port` keeps its own.
+                let host = host.trim();
+                let authority = if host.contains(':') {
+                    host.to_string()
+                } else {
+                    format!("{host}:8181")
+                };
+                MasterSource::Exhibitor(format!("http://{authority}/exhibitor/v1/cluster/status"))
             }
             Some("exhibitor_uri") => {
                 let uri = m.exhibitor_uri.clone().ok_or_else(|| {
@@ -497,7 +549,7 @@ mod tests {
 
     #[test]
     fn environment_overrides_the_file() {
-        let mut f = FileConfig::parse(
+        let f = FileConfig::parse(
             Path::new("t.toml"),
             "upstream_resolvers = [\"192.0.2.1\"]\n[masters]\nsource = \"static\"\nstatic = [\"10.0.0.1\"]",
         )
@@ -508,7 +560,13 @@ mod tests {
             "RESOLVERS" => Some("192.0.2.7,192.0.2.8:5353".to_string()),
             _ => None,
         };
-        f.apply_env(env);
+        let env = crate::config_sources::env_layer(env).unwrap();
+        let f = crate::config_sources::merge(&[
+            (crate::config_sources::Origin::Default, &f),
+            (crate::config_sources::Origin::Env("RESOLVERS"), &env),
+        ])
+        .unwrap()
+        .file;
         let c = f.resolve("").unwrap();
         assert_eq!(
             c.masters,
@@ -552,6 +610,32 @@ mod tests {
             err_text("max_in_flight = 10\nmax_in_flight_per_upstream = 11")
                 .contains("max_in_flight_per_upstream")
         );
+    }
+
+    #[test]
+    fn from_config_round_trips() {
+        let text = "upstream_resolvers = [\"192.0.2.1\", \"192.0.2.2:5353\"]\n\
+[forward_zones]\n\"corp.example\" = [\"192.0.2.9\"]\n\
+[masters]\nsource = \"exhibitor\"\nexhibitor_address = \"192.0.2.80:8080\"\n";
+        let first = resolve(text).unwrap();
+        assert_eq!(
+            first.masters,
+            MasterSource::Exhibitor("http://192.0.2.80:8080/exhibitor/v1/cluster/status".into()),
+            "host:port keeps its port"
+        );
+        let written = toml::to_string_pretty(&FileConfig::from_config(&first)).unwrap();
+        let second = resolve(&written).unwrap();
+        let rewritten = toml::to_string_pretty(&FileConfig::from_config(&second)).unwrap();
+        assert_eq!(written, rewritten);
+        assert!(
+            !written.contains("secs") && !written.contains("None"),
+            "{written}"
+        );
+    }
+
+    #[test]
+    fn port_zero_is_refused() {
+        assert!(err_text("dns_port = 0").contains("`dns_port`"));
     }
 
     #[test]

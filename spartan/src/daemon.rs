@@ -61,6 +61,11 @@ fn start_fast_path(config: &Config) -> Result<KernelPath> {
     })
 }
 
+/// Where the daemon records what it added to the node, for `spartan down`.
+pub fn added_record(config: &Config) -> std::path::PathBuf {
+    crate::fastpath::run_file(&config.xdp.pin_dir, "added")
+}
+
 /// The kernel path, when this daemon serves it. When it does not (turned
 /// off, a port the program does not answer, or it failed to start), a
 /// program an earlier daemon left attached under the pin directory is
@@ -219,7 +224,16 @@ pub async fn run(config: Config, reload: impl Fn() -> Result<Config>) -> Result<
     let _lock = InstanceLock::acquire(&config.xdp.pin_dir)?;
     raise_fd_limit();
     if config.manage_interface {
-        match iface::ensure(&config.listen_addresses).await {
+        let placed = iface::ensure(&config.listen_addresses).await;
+        if let Ok((_, added)) = &placed
+            && let Err(e) = iface::Added::record(&added_record(&config), added)
+        {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "recording the added addresses failed (`spartan down` will keep them)"
+            );
+        }
+        match placed.map(|(p, _)| p) {
             Ok(iface::Placement::Dummy) => {
                 tracing::info!(device = iface::DEVICE, addrs = ?config.listen_addresses, "listen addresses on the dummy device")
             }

@@ -44,10 +44,53 @@ fn connect() -> Result<Handle> {
     Ok(handle)
 }
 
+/// What Spartan itself added to the node (what was there before is not
+/// its to remove). Kept in /run/spartan across restarts, merged.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Added {
+    /// The `spartan` dummy device was created.
+    pub device: bool,
+    /// The device the addresses went on.
+    pub link: String,
+    /// Addresses that were not there before.
+    pub addresses: Vec<Ipv4Addr>,
+}
+
+impl Added {
+    /// The record at `path` (empty when there is none).
+    pub fn load(path: &std::path::Path) -> Self {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    }
+
+    /// Adds `more` to the record at `path`.
+    pub fn record(path: &std::path::Path, more: &Added) -> Result<()> {
+        let mut all = Self::load(path);
+        all.device |= more.device;
+        if !more.link.is_empty() {
+            all.link = more.link.clone();
+        }
+        for a in &more.addresses {
+            if !all.addresses.contains(a) {
+                all.addresses.push(*a);
+            }
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, serde_json::to_string(&all)?)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+}
+
 /// Creates the dummy device (or falls back to `lo`), brings it up and puts
-/// `addrs` on it as /32s. Everything that exists already is left as it is.
-pub async fn ensure(addrs: &[Ipv4Addr]) -> Result<Placement> {
+/// `addrs` on it as /32s. Everything that exists already is left as it is;
+/// what was added is returned.
+pub async fn ensure(addrs: &[Ipv4Addr]) -> Result<(Placement, Added)> {
     let handle = connect()?;
+    let mut added = Added::default();
     let placement = match link_index(&handle, DEVICE).await? {
         Some(_) => Placement::Dummy,
         None => match handle
@@ -56,7 +99,10 @@ pub async fn ensure(addrs: &[Ipv4Addr]) -> Result<Placement> {
             .execute()
             .await
         {
-            Ok(()) => Placement::Dummy,
+            Ok(()) => {
+                added.device = true;
+                Placement::Dummy
+            }
             Err(e) if errno(&e) == Some(libc::EEXIST) => Placement::Dummy,
             // No dummy driver in this kernel (EOPNOTSUPP), or not loadable.
             Err(e) => {
@@ -69,6 +115,7 @@ pub async fn ensure(addrs: &[Ipv4Addr]) -> Result<Placement> {
         Placement::Dummy => DEVICE,
         Placement::Loopback => "lo",
     };
+    added.link = name.to_string();
     let index = link_index(&handle, name)
         .await?
         .ok_or_else(|| anyhow!("{name} vanished"))?;
@@ -85,19 +132,22 @@ pub async fn ensure(addrs: &[Ipv4Addr]) -> Result<Placement> {
             .execute()
             .await
         {
-            Ok(()) => {}
+            Ok(()) => added.addresses.push(*addr),
             Err(e) if errno(&e) == Some(libc::EEXIST) => {}
             Err(e) => return Err(anyhow!("adding {addr}/32 to {name}: {e}")),
         }
     }
-    Ok(placement)
+    Ok((placement, added))
 }
 
-/// Removes what [`ensure`] added: the dummy device (with its addresses), or
-/// the addresses from `lo`. Missing pieces are fine.
-pub async fn remove(addrs: &[Ipv4Addr]) -> Result<()> {
+/// Removes what [`ensure`] recorded adding: the dummy device (with its
+/// addresses) if it created it, else the addresses it added to their link.
+/// Missing pieces are fine.
+pub async fn remove(added: &Added) -> Result<()> {
     let handle = connect()?;
-    if let Some(index) = link_index(&handle, DEVICE).await? {
+    if added.device
+        && let Some(index) = link_index(&handle, DEVICE).await?
+    {
         handle
             .link()
             .del(index)
@@ -105,8 +155,15 @@ pub async fn remove(addrs: &[Ipv4Addr]) -> Result<()> {
             .await
             .map_err(|e| anyhow!("deleting {DEVICE}: {e}"))?;
     }
-    if let Some(lo) = link_index(&handle, "lo").await? {
-        for addr in addrs {
+    let link = if added.link.is_empty() {
+        "lo"
+    } else {
+        &added.link
+    };
+    if !added.device
+        && let Some(lo) = link_index(&handle, link).await?
+    {
+        for addr in &added.addresses {
             let message = AddressMessageBuilder::<Ipv4Addr>::new()
                 .index(lo)
                 .address(*addr, 32)
@@ -119,7 +176,7 @@ pub async fn remove(addrs: &[Ipv4Addr]) -> Result<()> {
                         errno(&e),
                         Some(libc::EADDRNOTAVAIL) | Some(libc::ENOENT) | Some(libc::ESRCH)
                     ) => {}
-                Err(e) => return Err(anyhow!("removing {addr}/32 from lo: {e}")),
+                Err(e) => return Err(anyhow!("removing {addr}/32 from {link}: {e}")),
             }
         }
     }

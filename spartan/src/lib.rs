@@ -8,6 +8,7 @@
 //! - [`config`], [`daemon`], [`stats`].
 
 pub mod config;
+pub mod config_sources;
 pub mod daemon;
 pub mod dns;
 pub mod fastpath;

@@ -9,6 +9,9 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use spartan::{
     config::{self, Config, FileConfig},
+    config_sources::{
+        ENV_KEYS, Layered, Origin, describe, env_layer, file_layer, merge, parse_env_file,
+    },
     fastpath::{FastPath, KernelMaps, monotonic_ns},
     zone,
 };
@@ -33,31 +36,49 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon.
-    Run(ConfigArgs),
-    /// Validate a configuration and print the effective one.
-    CheckConfig(ConfigArgs),
+    Run(RunArgs),
+    /// Validate the configuration `run` would use and print it as a file
+    /// (valid TOML; fed back in, it gives the same). Where each value comes
+    /// from goes to stderr.
+    CheckConfig(RunArgs),
     /// Print the kernel fast path's counters and answers (works while the
-    /// daemon is down).
+    /// daemon is down), and the daemon's own view when it runs.
     Stats {
-        /// Where the maps are pinned.
-        #[arg(long, default_value = spartan_common::PIN_DIR)]
-        pin_dir: PathBuf,
-        /// The daemon's HTTP API, for its own view.
-        #[arg(long, default_value = config::DEFAULT_HTTP_LISTEN)]
-        http: String,
+        #[command(flatten)]
+        source: Source,
+        /// Where the maps are pinned (default: the configuration's).
+        #[arg(long)]
+        pin_dir: Option<PathBuf>,
+        /// The daemon's HTTP API (default: the configuration's).
+        #[arg(long)]
+        http: Option<String>,
     },
-    /// Remove what Spartan added to the node: XDP links and map pins, the
-    /// listen addresses and the `spartan` device.
-    Down(ConfigArgs),
+    /// Remove what Spartan added to the node: XDP links and map pins, and
+    /// the listen addresses and `spartan` device it recorded adding (what
+    /// was there before stays).
+    Down {
+        #[command(flatten)]
+        source: Source,
+        /// Where the maps and links are pinned (default: the configuration's).
+        #[arg(long)]
+        pin_dir: Option<PathBuf>,
+        /// Leave the addresses and the device alone.
+        #[arg(long)]
+        no_interface: bool,
+    },
     /// Ask `ready.spartan` at the listen addresses; when none answers, wait,
     /// ask again, and restart the daemon through systemd. Exit 0 when Spartan
     /// answers, 1 when it did not (and the action ran).
     Watchdog {
-        /// Addresses to ask.
-        #[arg(long, value_delimiter = ',', default_values_t = config::DEFAULT_LISTEN)]
+        #[command(flatten)]
+        source: Source,
+        /// Addresses to ask, comma-separated or repeated (default: the
+        /// configuration's listen addresses).
+        #[arg(long, value_delimiter = ',')]
         addresses: Vec<Ipv4Addr>,
-        #[arg(long, default_value_t = 53)]
-        port: u16,
+        /// Port to ask (default: the configuration's `dns_port`).
+        #[arg(long)]
+        port: Option<u16>,
         /// Timeout of each query, milliseconds.
         #[arg(long, default_value_t = 5000)]
         timeout_ms: u64,
@@ -67,27 +88,30 @@ enum Command {
         /// The systemd service to restart.
         #[arg(long, default_value = "spartan.service")]
         service: String,
-        /// The command to run instead of `systemctl kill --signal=SIGKILL SERVICE`.
-        #[arg(long, num_args = 1.., allow_hyphen_values = true)]
-        action: Vec<String>,
+        /// The command to run instead of `systemctl kill --signal=SIGKILL
+        /// SERVICE`, as one argument (split on spaces), e.g. --action "systemctl restart spartan".
+        #[arg(long)]
+        action: Option<String>,
         /// Say what would be done, do nothing.
         #[arg(long)]
         dry_run: bool,
     },
     /// Write resolv.conf: Spartan's answering addresses, else up to three
-    /// shuffled upstream resolvers. Atomic, and untouched when unchanged.
+    /// shuffled upstream resolvers (the configuration's, or RESOLVERS).
+    /// Atomic, and untouched when unchanged.
     Genresolv {
+        #[command(flatten)]
+        source: Source,
         /// The file to write.
         #[arg(long, default_value = "/etc/resolv.conf")]
         output: PathBuf,
-        /// Spartan's addresses to try.
-        #[arg(long, value_delimiter = ',', default_values_t = config::DEFAULT_LISTEN)]
+        /// Spartan's addresses to try, comma-separated or repeated (default:
+        /// the configuration's listen addresses).
+        #[arg(long, value_delimiter = ',')]
         addresses: Vec<Ipv4Addr>,
-        #[arg(long, default_value_t = 53)]
-        port: u16,
-        /// Fallback resolvers, "ip" or "ip:port", comma-separated.
-        #[arg(long, env = "RESOLVERS", value_delimiter = ',')]
-        resolvers: Vec<String>,
+        /// Port to try (default: the configuration's `dns_port`).
+        #[arg(long)]
+        port: Option<u16>,
         /// The `search` line.
         #[arg(long, env = "SEARCH")]
         search: Option<String>,
@@ -113,34 +137,88 @@ enum Command {
     },
 }
 
-/// Where the configuration comes from; flags win over the environment,
-/// which wins over the file.
+/// Where the configuration comes from, for every subcommand.
 #[derive(Args, Clone)]
-struct ConfigArgs {
-    /// Configuration file; a missing default file means embedded defaults.
+struct Source {
+    /// Configuration file [default: /etc/spartan/spartan.toml; embedded
+    /// defaults when it does not exist].
     #[arg(long, env = "SPARTAN_CONFIG")]
     config: Option<PathBuf>,
-    /// Listen addresses (repeatable).
-    #[arg(long = "listen")]
+    /// Read the environment (RESOLVERS, MASTER_SOURCE, ...) from this file,
+    /// as the unit's EnvironmentFile gives it to the service, instead of
+    /// from this shell.
+    #[arg(long)]
+    env_file: Option<PathBuf>,
+}
+
+impl Source {
+    /// The layers below the flags: file and environment.
+    fn layers(&self) -> Result<Vec<(Origin, FileConfig)>> {
+        let (file_origin, file) = file_layer(self.config.as_deref())?;
+        let env = match &self.env_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let vars = parse_env_file(&text);
+                env_layer(|k| vars.get(k).cloned())?
+            }
+            None => env_layer(|k| std::env::var(k).ok())?,
+        };
+        Ok(vec![(file_origin, file), (Origin::Env(""), env)])
+    }
+
+    /// The effective configuration with `flags` on top, and where each key
+    /// came from. `require_upstreams`: the daemon needs a usable upstream;
+    /// the node tools only read addresses, ports and paths.
+    fn load(&self, flags: &FileConfig, require_upstreams: bool) -> Result<(Config, Layered)> {
+        let mut layers = self.layers()?;
+        layers.push((Origin::Flag, flags.clone()));
+        let refs: Vec<(Origin, &FileConfig)> = layers.iter().map(|(o, f)| (o.clone(), f)).collect();
+        let mut layered = merge(&refs)?;
+        for (key, origin) in layered.origins.iter_mut() {
+            if let Origin::Env(_) = origin
+                && let Some((var, _)) = ENV_KEYS.iter().find(|(_, k)| key.starts_with(k))
+            {
+                *origin = Origin::Env(var);
+            }
+        }
+        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let config = if require_upstreams {
+            layered.file.resolve(&resolv)?
+        } else {
+            layered.file.resolve_without_upstreams(&resolv)?
+        };
+        Ok((config, layered))
+    }
+}
+
+/// `run`'s flags: each one over the environment and the file.
+#[derive(Args, Clone)]
+struct RunArgs {
+    #[command(flatten)]
+    source: Source,
+    /// Listen addresses, comma-separated or repeated.
+    #[arg(long = "listen", value_delimiter = ',')]
     listen: Vec<Ipv4Addr>,
     /// DNS port.
     #[arg(long)]
     port: Option<u16>,
-    /// Upstream resolvers, "ip" or "ip:port", comma-separated (over the
-    /// environment's RESOLVERS).
+    /// Upstream resolvers, "ip" or "ip:port", comma-separated or repeated
+    /// (over the environment's RESOLVERS).
     #[arg(long, value_delimiter = ',')]
     upstream: Vec<String>,
-    /// Static master list, comma-separated.
+    /// Static master list, comma-separated or repeated.
     #[arg(long = "masters", value_delimiter = ',')]
     masters: Vec<String>,
     /// Mesos-DNS port on the masters.
     #[arg(long)]
     mesos_port: Option<u16>,
-    /// Do not load the XDP program.
+    /// Answer from userspace only.
     #[arg(long)]
     no_xdp: bool,
-    /// Interfaces to attach the XDP program to, besides `lo` (repeatable).
-    #[arg(long = "xdp-interface")]
+    /// Interfaces to attach the XDP program to, besides `lo`,
+    /// comma-separated or repeated.
+    #[arg(long = "xdp-interface", value_delimiter = ',')]
     xdp_interfaces: Vec<String>,
     /// Where maps and links are pinned.
     #[arg(long)]
@@ -165,73 +243,48 @@ struct ConfigArgs {
     http_listen: Option<String>,
 }
 
-impl ConfigArgs {
-    fn load(&self) -> Result<Config> {
-        let mut file = match &self.config {
-            Some(path) => FileConfig::load(path)?,
-            None => {
-                let default = Path::new(config::DEFAULT_CONFIG_PATH);
-                if default.exists() {
-                    FileConfig::load(default)?
-                } else {
-                    FileConfig::default()
-                }
-            }
-        };
-        file.apply_env(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()));
-        if !self.listen.is_empty() {
-            file.listen_addresses = Some(self.listen.iter().map(|a| a.to_string()).collect());
-        }
-        if self.port.is_some() {
-            file.dns_port = self.port;
-        }
+impl RunArgs {
+    /// The flags as the top layer.
+    fn flags(&self) -> FileConfig {
+        let some_list = |v: &[String]| (!v.is_empty()).then(|| v.to_vec());
         let upstream: Vec<String> = self
             .upstream
             .iter()
             .filter(|s| !s.trim().is_empty())
             .cloned()
             .collect();
-        if !upstream.is_empty() {
-            file.upstream_resolvers = Some(upstream);
+        let masters = (!self.masters.is_empty()).then(|| config::MastersFile {
+            source: Some("static".into()),
+            static_list: Some(self.masters.clone()),
+            ..Default::default()
+        });
+        let xdp = config::XdpFile {
+            enabled: self.no_xdp.then_some(false),
+            interfaces: some_list(&self.xdp_interfaces),
+            pin_dir: self.pin_dir.as_ref().map(|d| d.display().to_string()),
+            detach_on_exit: self.detach_on_exit.then_some(true),
+        };
+        FileConfig {
+            listen_addresses: (!self.listen.is_empty())
+                .then(|| self.listen.iter().map(|a| a.to_string()).collect()),
+            dns_port: self.port,
+            upstream_resolvers: some_list(&upstream),
+            mesos_port: self.mesos_port,
+            upstream_timeout_ms: self.upstream_timeout_ms,
+            query_deadline_ms: self.query_deadline_ms,
+            max_in_flight: self.max_in_flight,
+            manage_interface: self.no_interface.then_some(false),
+            masters,
+            xdp: Some(xdp),
+            http: self.http_listen.as_ref().map(|l| config::HttpFile {
+                listen: Some(l.clone()),
+            }),
+            ..Default::default()
         }
-        if !self.masters.is_empty() {
-            let masters = file.masters.get_or_insert_with(Default::default);
-            masters.source = Some("static".into());
-            masters.static_list = Some(self.masters.clone());
-        }
-        if self.mesos_port.is_some() {
-            file.mesos_port = self.mesos_port;
-        }
-        let xdp = file.xdp.get_or_insert_with(Default::default);
-        if self.no_xdp {
-            xdp.enabled = Some(false);
-        }
-        if !self.xdp_interfaces.is_empty() {
-            xdp.interfaces = Some(self.xdp_interfaces.clone());
-        }
-        if let Some(dir) = &self.pin_dir {
-            xdp.pin_dir = Some(dir.display().to_string());
-        }
-        if self.detach_on_exit {
-            xdp.detach_on_exit = Some(true);
-        }
-        if self.upstream_timeout_ms.is_some() {
-            file.upstream_timeout_ms = self.upstream_timeout_ms;
-        }
-        if self.query_deadline_ms.is_some() {
-            file.query_deadline_ms = self.query_deadline_ms;
-        }
-        if self.max_in_flight.is_some() {
-            file.max_in_flight = self.max_in_flight;
-        }
-        if self.no_interface {
-            file.manage_interface = Some(false);
-        }
-        if let Some(listen) = &self.http_listen {
-            file.http.get_or_insert_with(Default::default).listen = Some(listen.clone());
-        }
-        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        Ok(file.resolve(&resolv)?)
+    }
+
+    fn load(&self) -> Result<Config> {
+        Ok(self.source.load(&self.flags(), true)?.0)
     }
 }
 
@@ -268,30 +321,39 @@ fn run(cli: Cli) -> Result<()> {
                 .block_on(spartan::daemon::run(config, reload))
         }
         Command::CheckConfig(args) => {
-            let config = args.load()?;
-            println!("{}", toml::to_string_pretty(&config)?);
+            let (config, layered) = args.source.load(&args.flags(), true)?;
+            let file = FileConfig::from_config(&config);
+            print!("{}", toml::to_string_pretty(&file)?);
+            eprintln!("where each value comes from:");
+            for (key, origin) in describe(&layered, &config) {
+                eprintln!("  {key:<40} {origin}");
+            }
             Ok(())
         }
-        Command::Stats { pin_dir, http } => {
-            let kernel = stats(&pin_dir);
-            daemon_view(&http);
+        Command::Stats {
+            source,
+            pin_dir,
+            http,
+        } => {
+            let (config, _) = source.load(&FileConfig::default(), false)?;
+            let kernel = stats(pin_dir.as_deref().unwrap_or(&config.xdp.pin_dir));
+            daemon_view(&http.unwrap_or_else(|| config.http_listen.to_string()));
             kernel
         }
-        Command::Down(args) => {
-            let config = args.load()?;
-            FastPath::remove_pins(&config.xdp.pin_dir)?;
-            if config.manage_interface {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?
-                    .block_on(spartan::iface::remove(&config.listen_addresses))?;
+        Command::Down {
+            source,
+            pin_dir,
+            no_interface,
+        } => {
+            let mut flags = FileConfig::default();
+            if let Some(dir) = &pin_dir {
+                flags.xdp = Some(config::XdpFile {
+                    pin_dir: Some(dir.display().to_string()),
+                    ..Default::default()
+                });
             }
-            println!(
-                "removed the XDP pins under {} and the listen addresses {:?}",
-                config.xdp.pin_dir.display(),
-                config.listen_addresses
-            );
-            Ok(())
+            let (config, _) = source.load(&flags, false)?;
+            down(&config, no_interface)
         }
         Command::BenchXdp { repeat } => bench_xdp(repeat),
         Command::XdpPass { interface, pin_dir } => {
@@ -304,6 +366,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Watchdog {
+            source,
             addresses,
             port,
             timeout_ms,
@@ -312,14 +375,18 @@ fn run(cli: Cli) -> Result<()> {
             action,
             dry_run,
         } => {
+            let (config, _) = source.load(&FileConfig::default(), false)?;
             let plan = spartan::node::WatchdogPlan {
-                action: if action.is_empty() {
-                    spartan::node::kill_action(&service)
-                } else {
-                    action
+                action: match action {
+                    Some(a) => a.split_whitespace().map(String::from).collect(),
+                    None => spartan::node::kill_action(&service),
                 },
-                addrs: addresses,
-                port,
+                addrs: if addresses.is_empty() {
+                    config.listen_addresses.clone()
+                } else {
+                    addresses
+                },
+                port: port.unwrap_or(config.dns_port),
                 timeout: std::time::Duration::from_millis(timeout_ms),
                 wait: std::time::Duration::from_millis(wait_ms),
                 service,
@@ -333,25 +400,51 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Genresolv {
+            source,
             output,
             addresses,
             port,
-            resolvers,
             search,
             timeout_ms,
         } => {
+            let (config, layered) = source.load(&FileConfig::default(), false)?;
+            let addresses = if addresses.is_empty() {
+                config.listen_addresses.clone()
+            } else {
+                addresses
+            };
             let timeout = std::time::Duration::from_millis(timeout_ms);
-            let answering =
-                current_thread()?.block_on(spartan::node::answering(&addresses, port, timeout));
-            let fallback: Vec<std::net::IpAddr> = resolvers
+            let answering = current_thread()?.block_on(spartan::node::answering(
+                &addresses,
+                port.unwrap_or(config.dns_port),
+                timeout,
+            ));
+            // The configured upstreams only (file or RESOLVERS): the
+            // nameservers of the resolv.conf this very command writes are no
+            // source. resolv.conf has no ports: a resolver on another port
+            // cannot go there.
+            let configured: Vec<std::net::SocketAddr> = layered
+                .file
+                .upstream_resolvers
                 .iter()
-                .filter(|r| !r.trim().is_empty())
-                .map(|r| config::parse_server("RESOLVERS", r, 53).map(|sa| sa.ip()))
+                .flatten()
+                .map(|r| config::parse_server("upstream_resolvers", r, 53))
                 .collect::<Result<_, _>>()?;
+            let mut fallback = Vec::new();
+            for resolver in &configured {
+                if resolver.port() == 53 {
+                    fallback.push(resolver.ip());
+                } else {
+                    eprintln!(
+                        "skipped resolver {resolver}: resolv.conf has no ports, only port 53 can be written"
+                    );
+                }
+            }
             let nameservers = spartan::node::choose_nameservers(&answering, &fallback);
             if nameservers.is_empty() {
                 anyhow::bail!(
-                    "Spartan does not answer and no RESOLVERS are set: {} left as it is",
+                    "Spartan does not answer and no upstream resolver on port 53 is configured \
+                     (RESOLVERS or upstream_resolvers): {} left as it is",
                     output.display()
                 );
             }
@@ -367,6 +460,60 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `spartan down`: what Spartan added goes, the rest stays; both are said.
+fn down(config: &Config, no_interface: bool) -> Result<()> {
+    let pin_dir = &config.xdp.pin_dir;
+    let detached = FastPath::detach_all(pin_dir)?;
+    let had_pins = pin_dir.exists();
+    FastPath::remove_pins(pin_dir)?;
+    if detached.is_empty() {
+        println!("XDP: attached nowhere under {}", pin_dir.display());
+    } else {
+        println!("removed: the XDP program from {}", detached.join(", "));
+    }
+    if had_pins {
+        println!("removed: the map pins under {}", pin_dir.display());
+    }
+    let record = spartan::daemon::added_record(config);
+    let added = spartan::iface::Added::load(&record);
+    if no_interface {
+        println!("kept: the listen addresses and any device (--no-interface)");
+        return Ok(());
+    }
+    current_thread()?.block_on(spartan::iface::remove(&added))?;
+    let _ = std::fs::remove_file(&record);
+    if added.device {
+        println!(
+            "removed: the {} device with its addresses",
+            spartan::iface::DEVICE
+        );
+    } else if !added.addresses.is_empty() {
+        println!(
+            "removed: {} from {}",
+            added
+                .addresses
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            added.link
+        );
+    }
+    let kept: Vec<String> = config
+        .listen_addresses
+        .iter()
+        .filter(|a| !added.device && !added.addresses.contains(a))
+        .map(|a| a.to_string())
+        .collect();
+    if !kept.is_empty() {
+        println!(
+            "kept: {} (not added by Spartan, or already gone)",
+            kept.join(", ")
+        );
+    }
+    Ok(())
 }
 
 fn stats(pin_dir: &Path) -> Result<()> {

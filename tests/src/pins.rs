@@ -38,6 +38,8 @@ impl Drop for PinDir {
     fn drop(&mut self) {
         let _ = spartan::fastpath::FastPath::remove_pins(&self.0);
         // The daemon's lock file for this pin directory.
-        let _ = std::fs::remove_file(spartan::fastpath::run_file(&self.0, "lock"));
+        for what in ["lock", "added"] {
+            let _ = std::fs::remove_file(spartan::fastpath::run_file(&self.0, what));
+        }
     }
 }

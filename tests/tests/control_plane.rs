@@ -738,3 +738,63 @@ fn root_pinned_maps_of_another_layout_are_replaced() {
     assert_eq!(udp_zk(&node), ["10.0.0.1"; 5], "the kernel answers");
     assert!(s.log_text().contains("kernel path on"), "{}", s.log_text());
 }
+
+#[test]
+fn root_down_removes_exactly_what_spartan_added() {
+    // node() puts 198.51.100.1 on lo by hand, as an operator might.
+    let node = node();
+    let pins = PinDir::new();
+    let down = || {
+        let out = node
+            .command(tests::daemon::spartan_bin().to_str().unwrap())
+            .args(["down", "--pin-dir", pins.path().to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let addrs = || {
+        String::from_utf8_lossy(&node.ip(&["-br", "addr", "show", "dev", "lo"]).stdout).to_string()
+    };
+    // Default listen addresses: .2 and .3 are Spartan's to add.
+    let args = tests::args(&[
+        "--upstream",
+        "127.0.0.1:5353",
+        "--pin-dir",
+        pins.path().to_str().unwrap(),
+    ]);
+    let mut s = Spartan::start(Some(&node), &args, server());
+    s.stop();
+    let said = down();
+    let now = addrs();
+    assert!(
+        now.contains("198.51.100.1/32"),
+        "the hand-added address stays: {now}"
+    );
+    assert!(
+        !now.contains("198.51.100.2") && !now.contains("198.51.100.3"),
+        "{now}"
+    );
+    assert!(
+        said.contains("removed: 198.51.100.2, 198.51.100.3 from lo"),
+        "{said}"
+    );
+    assert!(said.contains("kept: 198.51.100.1"), "{said}");
+    assert!(said.contains("removed: the XDP program from lo"), "{said}");
+    // A run that was told to leave the addresses alone added none.
+    let mut quiet = tests::args(&["--listen", "198.51.100.1", "--no-interface"]);
+    quiet.extend(args.clone());
+    let mut s = Spartan::start(Some(&node), &quiet, server());
+    s.stop();
+    let said = down();
+    assert!(addrs().contains("198.51.100.1/32"), "{}", addrs());
+    assert!(!said.contains("removed: 198.51.100"), "{said}");
+    // Nothing left: a second down says so and removes nothing.
+    let said = down();
+    assert!(said.contains("attached nowhere"), "{said}");
+    assert!(!said.contains("removed:"), "{said}");
+}
