@@ -61,6 +61,25 @@ fn start_fast_path(config: &Config) -> Result<KernelPath> {
     })
 }
 
+/// Under systemd's watchdog (`WATCHDOG_USEC`, from the unit's `WatchdogSec`)
+/// the self-check, which sends `WATCHDOG=1`, must come more often than the
+/// watchdog expects it, or systemd kills a healthy daemon.
+fn check_watchdog_interval(config: &Config, watchdog_usec: Option<&str>) -> Result<()> {
+    let Some(usec) = watchdog_usec.and_then(|v| v.trim().parse::<u64>().ok()) else {
+        return Ok(());
+    };
+    let watchdog = Duration::from_micros(usec);
+    if config.self_check_interval * 2 > watchdog {
+        anyhow::bail!(
+            "`self_check_interval_ms` ({} ms) must be at most half of the unit's WatchdogSec \
+             ({} ms), or systemd kills a healthy daemon between two checks",
+            config.self_check_interval.as_millis(),
+            watchdog.as_millis()
+        );
+    }
+    Ok(())
+}
+
 /// Where the daemon records what it added to the node, for `spartan down`.
 pub fn added_record(config: &Config) -> std::path::PathBuf {
     crate::fastpath::run_file(&config.xdp.pin_dir, "added")
@@ -139,6 +158,7 @@ fn keys_needing_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         "listen_addresses",
     );
     check(old.dns_port != new.dns_port, "dns_port");
+    check(old.mesos_port != new.mesos_port, "mesos_port");
     check(old.max_in_flight != new.max_in_flight, "max_in_flight");
     check(
         old.max_in_flight_per_client != new.max_in_flight_per_client,
@@ -220,6 +240,7 @@ pub async fn run(config: Config, reload: impl Fn() -> Result<Config>) -> Result<
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    check_watchdog_interval(&config, std::env::var("WATCHDOG_USEC").ok().as_deref())?;
     // Before anything on the node is touched: one daemon per pin directory.
     let _lock = InstanceLock::acquire(&config.xdp.pin_dir)?;
     raise_fd_limit();

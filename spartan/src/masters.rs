@@ -318,7 +318,9 @@ pub async fn run(
             }
         }
         let wait = match (&source, failing) {
-            (MasterSource::MasterListFile(_), None) => intervals.file_check,
+            // A file is only read when it changed: a fixed file is picked
+            // up at the next check, failing or not.
+            (MasterSource::MasterListFile(_), _) => intervals.file_check,
             (_, None) => intervals.poll,
             (_, Some(_)) => intervals.retry,
         };

@@ -270,7 +270,7 @@ fn root_a_master_list_file_is_reread_when_it_changes() {
     std::fs::write(&list, "[\"10.0.0.1\"]").unwrap();
     let config = write_config(&format!(
         "listen_addresses = [\"198.51.100.1\"]\nupstream_resolvers = [\"127.0.0.1:5353\"]\n\
-[masters]\nsource = \"master_list\"\nmaster_list_file = \"{}\"\nfile_check_interval_ms = 100\nretry_interval_ms = 100\n\
+[masters]\nsource = \"master_list\"\nmaster_list_file = \"{}\"\nfile_check_interval_ms = 100\nretry_interval_ms = 60000\n\
 [xdp]\npin_dir = \"{}\"\ndetach_on_exit = true\n",
         list.display(),
         pins.path().display()

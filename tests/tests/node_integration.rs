@@ -312,3 +312,19 @@ fn the_systemd_units_verify() {
     assert!(timer.contains("OnBootSec=1min") && timer.contains("OnUnitActiveSec=5min"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn root_a_self_check_slower_than_the_units_watchdog_is_refused() {
+    let node = node();
+    // WatchdogSec=4s and the default self-check every 5 s.
+    let mut s = Spartan::spawn_with_env(Some(&node), &args(&[]), &[("WATCHDOG_USEC", "4000000")]);
+    let status = s
+        .wait_exit(Duration::from_secs(10))
+        .expect("it refuses to start");
+    assert!(!status.success());
+    let log = s.log_text();
+    assert!(
+        log.contains("self_check_interval_ms") && log.contains("WatchdogSec"),
+        "{log}"
+    );
+}
