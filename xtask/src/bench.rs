@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: what the kernel path costs, beside the userspace
-//! path, on this machine. See `../shared/BENCHMARKING.md` for what a
+//! path, on this machine. See the README's Benchmarks section for what a
 //! 2-core VM can show: per-query CPU at a fixed rate, not max qps.
 //!
 //! 1. ns per packet of the XDP program from BPF_PROG_TEST_RUN (`spartan
@@ -364,7 +364,7 @@ fn lab(bin: &Path, quick: bool, xdp_table: &str) -> Result<()> {
     )
     .to_string();
     let header = format!(
-        "# Benchmark results\n\nRun {stamp} ({} mode, {seconds} s per run, {rounds} interleaved round(s), best kept), {machine}.\nSame client (dnsperf in the client namespace: `-q 100` for max qps, `-q 20000 -Q 2000` at a fixed rate), same three NSD upstreams (TTL 0), same queries for every system.\nXDP ns/run: the programs attached in the node namespace (bpf stats), so Spartan's kernel path only.\nRead ../shared/BENCHMARKING.md: on 2 cores dnsperf itself caps qps near 75-112k; compare ratios and CPU per query.\n\nVersions:\n\n```\n{versions}```\n\n## XDP program (BPF_PROG_TEST_RUN)\n\n```\n{xdp_table}```\n\n## glibc stub alone, first of three upstreams blackholed\n\n`getent hosts www.example.net`: {glibc:.0?} ms\n\n## System calls per forwarded query\n\nSpartan's daemon (userspace path) under `strace -c -f`, forwarded names at 1000 qps, racing two of three upstreams: **{:.2}** per query ({} calls for {} queries).\n\n```\n{}```\n\n## Lab\n",
+        "# Benchmark results\n\nRun {stamp} ({} mode, {seconds} s per run, {rounds} interleaved round(s), best kept), {machine}.\nSame client (dnsperf in the client namespace: `-q 100` for max qps, `-q 20000 -Q 2000` at a fixed rate), same three NSD upstreams (TTL 0), same queries for every system.\nXDP ns/run: the programs attached in the node namespace (bpf stats), so Spartan's kernel path only.\nOn 2 cores dnsperf itself caps qps near 75-112k (see the README's Benchmarks section): compare ratios and CPU per query.\n\nVersions:\n\n```\n{versions}```\n\n## XDP program (BPF_PROG_TEST_RUN)\n\n```\n{xdp_table}```\n\n## glibc stub alone, first of three upstreams blackholed\n\n`getent hosts www.example.net`: {glibc:.0?} ms\n\n## System calls per forwarded query\n\nSpartan's daemon (userspace path) under `strace -c -f`, forwarded names at 1000 qps, racing two of three upstreams: **{:.2}** per query ({} calls for {} queries).\n\n```\n{}```\n\n## Lab\n",
         if quick { "quick" } else { "full" },
         syscalls.per_query(),
         syscalls.calls,
