@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use tokio::{
     signal::unix::{SignalKind, signal},
     task::JoinHandle,
@@ -48,16 +48,31 @@ fn start_fast_path(config: &Config) -> Result<KernelPath> {
     maps.write_listen_addrs(&config.listen_addresses)?;
     let mut interfaces = vec!["lo".to_string()];
     interfaces.extend(config.xdp.interfaces.iter().filter(|i| *i != "lo").cloned());
+    let mut attached = Vec::new();
     for interface in &interfaces {
-        let mode = fast_path
-            .attach(interface)
-            .with_context(|| format!("attaching XDP to {interface}"))?;
-        tracing::info!(%interface, %mode, "XDP program attached");
+        match fast_path.attach(interface) {
+            Ok(mode) => {
+                tracing::info!(%interface, %mode, "XDP program attached");
+                attached.push(interface.clone());
+            }
+            // Host processes reach Spartan through lo: without it there is
+            // no kernel path worth having.
+            Err(e) if interface == "lo" => {
+                return Err(e.context("attaching XDP to lo"));
+            }
+            // One container-facing interface missing or refusing costs only
+            // its own kernel answers.
+            Err(e) => tracing::error!(
+                %interface,
+                error = format!("{e:#}"),
+                "XDP not attached: queries through this interface go to userspace"
+            ),
+        }
     }
     Ok(KernelPath {
         program: fast_path,
         maps,
-        interfaces,
+        interfaces: attached,
     })
 }
 

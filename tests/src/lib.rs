@@ -47,13 +47,10 @@ pub mod nsd;
 
 /// A client namespace joined to a node namespace by a veth pair
 /// (client 192.0.2.1, node 192.0.2.2), the client routing 198.51.100.0/24
-/// through the node, and Spartan's program in pass mode on the client's
-/// veth: XDP_TX frames from a veth arrive only when the peer runs NAPI,
-/// which an XDP program there turns on. Everything goes with the values.
+/// through the node: a container as it really is, with nothing attached or
+/// installed on its side. Everything goes with the values.
 pub struct ClientNode {
     pub link: netns::Link,
-    // Dropped before the namespaces: the pins of the pass-mode program.
-    pub client_pins: pins::PinDir,
     pub client: netns::Netns,
     pub node: netns::Netns,
 }
@@ -61,20 +58,44 @@ pub struct ClientNode {
 impl ClientNode {
     pub fn new(client_prefix: &str, node_prefix: &str) -> Self {
         require_root();
-        let client_pins = pins::PinDir::new();
         let node = netns::Netns::new(node_prefix);
         let client = netns::Netns::new(client_prefix);
         let link = netns::veth(&client, "192.0.2.1/24", &node, "192.0.2.2/24");
         client.ip(&["route", "add", "198.51.100.0/24", "via", "192.0.2.2"]);
-        let (dir, ifname) = (client_pins.path().to_path_buf(), link.a_if.clone());
-        client.run(move || {
-            let mut fp = spartan::fastpath::FastPath::load(&dir).expect("load on the client side");
-            fp.attach(&ifname).expect("attach to the client veth");
-        });
+        Self { link, client, node }
+    }
+}
+
+/// Containers on a Linux bridge in the node namespace (docker0-style): the
+/// bridge holds 192.0.2.2/24, container `i` has 192.0.2.(11+i) on a plain
+/// veth whose host end is a bridge port, and routes 198.51.100.0/24 through
+/// the bridge. Nothing is attached or installed in the containers.
+pub struct BridgedNode {
+    pub bridge: String,
+    pub containers: Vec<netns::Netns>,
+    pub node: netns::Netns,
+}
+
+impl BridgedNode {
+    pub fn new(node_prefix: &str, containers: usize) -> Self {
+        require_root();
+        let node = netns::Netns::new(node_prefix);
+        let bridge = netns::unique("br");
+        node.ip(&["link", "add", &bridge, "type", "bridge"]);
+        node.ip(&["addr", "add", "192.0.2.2/24", "dev", &bridge]);
+        node.ip(&["link", "set", &bridge, "up"]);
+        let containers = (0..containers)
+            .map(|i| {
+                let c = netns::Netns::new("ctr");
+                let link = netns::veth_port(&c, &format!("192.0.2.{}/24", 11 + i), &node, &bridge);
+                let _ = link;
+                c.ip(&["route", "add", "198.51.100.0/24", "via", "192.0.2.2"]);
+                c
+            })
+            .collect();
         Self {
-            link,
-            client_pins,
-            client,
+            bridge,
+            containers,
             node,
         }
     }

@@ -132,3 +132,19 @@ pub fn veth(a: &Netns, a_addr: &str, b: &Netns, b_addr: &str) -> Link {
     // Deleted with the namespaces.
     Link { a_if, b_if }
 }
+
+/// A veth pair from `a` (with `a_addr`, CIDR) into `b`, whose end is made a
+/// port of `bridge` there (no address: the bridge has it).
+pub fn veth_port(a: &Netns, a_addr: &str, b: &Netns, bridge: &str) -> Link {
+    let a_if = unique("va");
+    let b_if = unique("vp");
+    sh(Command::new("ip").args([
+        "link", "add", &a_if, "netns", &a.name, "type", "veth", "peer", "name", &b_if, "netns",
+        &b.name,
+    ]));
+    a.ip(&["addr", "add", a_addr, "dev", &a_if]);
+    b.ip(&["link", "set", &b_if, "master", bridge]);
+    a.ip(&["link", "set", &a_if, "up"]);
+    b.ip(&["link", "set", &b_if, "up"]);
+    Link { a_if, b_if }
+}

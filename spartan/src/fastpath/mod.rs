@@ -1,6 +1,7 @@
 //! The kernel fast path: loading the embedded XDP program, attaching it,
 //! pinning its maps, and the map writer.
 
+pub mod device;
 pub mod layout;
 mod lock;
 mod maps;
@@ -147,22 +148,33 @@ impl FastPath {
         } else {
             None
         };
-        let program = self.program()?;
+        let policy = device::policy(interface);
+        // A link an older daemon made in native mode on a veth loses answers:
+        // it is not taken over but made anew in generic mode.
+        let previous = previous.filter(|(_, mode)| {
+            let keep = !(policy == device::Policy::Generic && *mode == Some(AttachedMode::Native));
+            if !keep {
+                let _ = std::fs::remove_file(&pin_path);
+            }
+            keep
+        });
         if let Some((pinned, mode)) = previous {
-            let fd_link = pinned.unpin().context("unpinning the previous link")?;
-            let link_id = program
-                .attach_to_link(
-                    XdpLink::try_from(fd_link).context("pinned link is not an XDP link")?,
-                )
-                .with_context(|| format!("replacing the XDP program on {interface}"))?;
-            let link = program.take_link(link_id)?;
-            let fd_link: FdLink = link.try_into().context("XDP link is not a bpf_link")?;
-            fd_link.pin(&pin_path).context("pinning the XDP link")?;
-            return Ok(mode.unwrap_or(AttachedMode::Generic));
+            match self.replace_program(interface, pinned, &pin_path) {
+                Ok(()) => return Ok(mode.unwrap_or(AttachedMode::Generic)),
+                // The device it was attached to is gone (a container's veth
+                // deleted, an interface re-created): a new attach replaces it.
+                Err(e) => {
+                    tracing::warn!(%interface, error = format!("{e:#}"), "pinned link defunct: replaced");
+                    let _ = std::fs::remove_file(&pin_path);
+                }
+            }
         }
-        let (link_id, mode) = if interface == "lo" {
+        let program = self.program()?;
+        let (link_id, mode) = if policy == device::Policy::Generic {
             (
-                program.attach(interface, XdpMode::Skb)?,
+                program
+                    .attach(interface, XdpMode::Skb)
+                    .with_context(|| format!("attaching to {interface} (generic mode)"))?,
                 AttachedMode::Generic,
             )
         } else {
@@ -189,6 +201,25 @@ impl FastPath {
         }
         let _ = std::fs::write(note, mode.to_string());
         Ok(mode)
+    }
+
+    /// Puts this program on the link pinned at `pin_path` (an earlier
+    /// daemon's), so that the interface is never without one.
+    fn replace_program(
+        &mut self,
+        interface: &str,
+        pinned: aya::programs::links::PinnedLink,
+        pin_path: &Path,
+    ) -> Result<()> {
+        let fd_link = pinned.unpin().context("unpinning the previous link")?;
+        let program = self.program()?;
+        let link_id = program
+            .attach_to_link(XdpLink::try_from(fd_link).context("pinned link is not an XDP link")?)
+            .with_context(|| format!("replacing the XDP program on {interface}"))?;
+        let link = program.take_link(link_id)?;
+        let fd_link: FdLink = link.try_into().context("XDP link is not a bpf_link")?;
+        fd_link.pin(pin_path).context("pinning the XDP link")?;
+        Ok(())
     }
 
     /// Detaches from `interface` by removing its pinned link.
