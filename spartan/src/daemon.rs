@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use tokio::{
     signal::unix::{SignalKind, signal},
     task::JoinHandle,
@@ -20,6 +20,7 @@ use crate::{
     fastpath::{FastPath, InstanceLock, KernelMaps},
     forward::{Limits, Router},
     iface,
+    link_watch::LinkWatcher,
     local_data::LocalData,
     masters::{self, MasterStatus},
     state::Shared,
@@ -34,11 +35,10 @@ const KERNEL_DNS_PORT: u16 = 53;
 /// How often the heartbeat in the kernel map is refreshed.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 
-/// The XDP program, its maps, and the interfaces it was attached to.
+/// The XDP program (attached to `lo`) and its maps.
 struct KernelPath {
     program: FastPath,
     maps: KernelMaps,
-    interfaces: Vec<String>,
 }
 
 /// Loads and attaches the XDP program.
@@ -46,33 +46,14 @@ fn start_fast_path(config: &Config) -> Result<KernelPath> {
     let mut fast_path = FastPath::load(&config.xdp.pin_dir)?;
     let mut maps = fast_path.maps()?;
     maps.write_listen_addrs(&config.listen_addresses)?;
-    let mut interfaces = vec!["lo".to_string()];
-    interfaces.extend(config.xdp.interfaces.iter().filter(|i| *i != "lo").cloned());
-    let mut attached = Vec::new();
-    for interface in &interfaces {
-        match fast_path.attach(interface) {
-            Ok(mode) => {
-                tracing::info!(%interface, %mode, "XDP program attached");
-                attached.push(interface.clone());
-            }
-            // Host processes reach Spartan through lo: without it there is
-            // no kernel path worth having.
-            Err(e) if interface == "lo" => {
-                return Err(e.context("attaching XDP to lo"));
-            }
-            // One container-facing interface missing or refusing costs only
-            // its own kernel answers.
-            Err(e) => tracing::error!(
-                %interface,
-                error = format!("{e:#}"),
-                "XDP not attached: queries through this interface go to userspace"
-            ),
-        }
-    }
+    // Host processes reach Spartan through lo: without it there is no
+    // kernel path worth having. The container-facing interfaces follow
+    // (see `link_watch`).
+    let mode = fast_path.attach("lo").context("attaching XDP to lo")?;
+    tracing::info!(interface = "lo", %mode, "XDP program attached");
     Ok(KernelPath {
         program: fast_path,
         maps,
-        interfaces: attached,
     })
 }
 
@@ -299,12 +280,29 @@ pub async fn run(config: Config, reload: impl Fn() -> Result<Config>) -> Result<
     };
     let local = Arc::new(LocalData::new(config.listen_addresses[0], &initial_masters));
     let kernel_path = fast_path.is_some();
-    let (_program, attached) = match fast_path {
+    let watcher = match fast_path {
         Some(kernel) => {
             local.attach_kernel(kernel.maps)?;
-            (Some(kernel.program), kernel.interfaces)
+            let program = Arc::new(std::sync::Mutex::new(kernel.program));
+            match LinkWatcher::start(
+                program,
+                config.xdp.pin_dir.clone(),
+                config.xdp.interfaces.clone(),
+                Default::default(),
+            )
+            .await
+            {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        "following interfaces failed: the kernel path serves lo only"
+                    );
+                    None
+                }
+            }
         }
-        None => (None, Vec::new()),
+        None => None,
     };
     let router = Arc::new(Router::new(&config, &initial_masters));
     let master_status = Arc::new(MasterStatus::default());
@@ -422,6 +420,11 @@ pub async fn run(config: Config, reload: impl Fn() -> Result<Config>) -> Result<
     server.shutdown(SHUTDOWN_GRACE).await;
     // What this daemon attached, under the pin directory it started with
     // (a reload does not move either).
+    let mut attached = vec!["lo".to_string()];
+    if let Some(w) = &watcher {
+        w.stop();
+        attached.extend(w.attached.lock().expect("attached lock").keys().cloned());
+    }
     if kernel_path && config.xdp.detach_on_exit {
         for interface in &attached {
             FastPath::detach(&config.xdp.pin_dir, interface)?;

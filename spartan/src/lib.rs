@@ -16,6 +16,7 @@ pub mod forward;
 pub mod framing;
 pub mod http;
 pub mod iface;
+pub mod link_watch;
 pub mod local_data;
 pub mod masters;
 pub mod message;

@@ -118,9 +118,21 @@ pub struct Link {
 }
 
 /// Joins `a` and `b` with a veth pair; `a_addr`/`b_addr` in CIDR form.
+/// The node-side (`b`) end is named `vb…`.
 pub fn veth(a: &Netns, a_addr: &str, b: &Netns, b_addr: &str) -> Link {
-    let a_if = unique("va");
-    let b_if = unique("vb");
+    veth_named(a, &unique("va"), a_addr, b, &unique("vb"), b_addr)
+}
+
+/// [`veth`] with the two ends' names given.
+pub fn veth_named(
+    a: &Netns,
+    a_if: &str,
+    a_addr: &str,
+    b: &Netns,
+    b_if: &str,
+    b_addr: &str,
+) -> Link {
+    let (a_if, b_if) = (a_if.to_string(), b_if.to_string());
     sh(Command::new("ip").args([
         "link", "add", &a_if, "netns", &a.name, "type", "veth", "peer", "name", &b_if, "netns",
         &b.name,

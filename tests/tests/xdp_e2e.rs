@@ -245,3 +245,73 @@ fn root_plain_containers_on_a_bridge_get_every_answer_from_the_kernel() {
         all_answered_by_the_kernel(&lab.node, container, &format!("192.0.2.{}", 11 + i), &pins);
     }
 }
+
+/// Until `deadline`: is `ready.spartan` from `client` answered by the kernel?
+fn kernel_answers_within(client: &Netns, pins: &PinDir, within: std::time::Duration) -> bool {
+    let maps = KernelMaps::open_pinned(pins.path()).unwrap();
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        let before = maps.counters().unwrap().get(Counter::Answered);
+        let answered = tests::client::query_in(
+            Some(client),
+            "198.51.100.1:53".parse().unwrap(),
+            "ready.spartan.",
+            hickory_proto::rr::RecordType::A,
+            std::time::Duration::from_millis(100),
+        )
+        .is_ok();
+        if answered && maps.counters().unwrap().get(Counter::Answered) > before {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn root_containers_that_come_and_go_are_followed() {
+    require_root();
+    let pins = PinDir::new();
+    let node = Netns::new("fln");
+    node.ip(&["addr", "add", "198.51.100.1/32", "dev", "lo"]);
+    // A pattern: the node-side ends of the test's veths are named vb….
+    let s = Spartan::start(
+        Some(&node),
+        &kernel_args(&pins, "vb*"),
+        "198.51.100.1:53".parse().unwrap(),
+    );
+    for round in 0..2 {
+        // A container starts (the second time under the same interface name).
+        let client = Netns::new("flc");
+        let link = tests::netns::veth_named(
+            &client,
+            "eth0",
+            "192.0.2.1/24",
+            &node,
+            "vbflw0",
+            "192.0.2.2/24",
+        );
+        client.ip(&["route", "add", "198.51.100.0/24", "via", "192.0.2.2"]);
+        assert!(
+            kernel_answers_within(&client, &pins, std::time::Duration::from_secs(1)),
+            "round {round}: no kernel answer within a second of the veth coming up:\n{}",
+            s.log_text()
+        );
+        all_answered_by_the_kernel(&node, &client, "192.0.2.1", &pins);
+        // It stops: its namespace, and with it the veth pair, goes.
+        let pin = spartan::fastpath::FastPath::link_pin_path(pins.path(), &link.b_if);
+        assert!(pin.exists());
+        drop(client);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        while pin.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(
+            !pin.exists(),
+            "round {round}: the pin of a deleted veth is removed"
+        );
+    }
+    let log = s.log_text();
+    assert!(!log.contains("ERROR"), "no error:\n{log}");
+    assert!(log.contains("interface gone: XDP released"), "{log}");
+}
