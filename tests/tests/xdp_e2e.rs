@@ -315,3 +315,51 @@ fn root_containers_that_come_and_go_are_followed() {
     assert!(!log.contains("ERROR"), "no error:\n{log}");
     assert!(log.contains("interface gone: XDP released"), "{log}");
 }
+
+#[test]
+fn root_a_severed_link_pin_does_not_disable_the_kernel_path() {
+    require_root();
+    let pins = PinDir::new();
+    let node = Netns::new("svn");
+    node.ip(&["addr", "add", "198.51.100.1/32", "dev", "lo"]);
+    let server: SocketAddr = "198.51.100.1:53".parse().unwrap();
+    let mut args = kernel_args(&pins, "vbsev0");
+    args.retain(|a| a != "--detach-on-exit");
+    let client = Netns::new("svc");
+    let link = tests::netns::veth_named(
+        &client,
+        "eth0",
+        "192.0.2.1/24",
+        &node,
+        "vbsev0",
+        "192.0.2.2/24",
+    );
+    client.ip(&["route", "add", "198.51.100.0/24", "via", "192.0.2.2"]);
+    let mut first = Spartan::start(Some(&node), &args, server);
+    first.stop();
+    drop(first);
+    // The container goes while no daemon runs: its link pin is left severed.
+    drop(client);
+    let pin = spartan::fastpath::FastPath::link_pin_path(pins.path(), &link.b_if);
+    assert!(pin.exists(), "a severed pin is left behind");
+    // The container comes back under the same name; the next daemon serves
+    // it, and lo, from the kernel.
+    let client = Netns::new("svc");
+    let _link = tests::netns::veth_named(
+        &client,
+        "eth0",
+        "192.0.2.1/24",
+        &node,
+        "vbsev0",
+        "192.0.2.2/24",
+    );
+    client.ip(&["route", "add", "198.51.100.0/24", "via", "192.0.2.2"]);
+    let second = Spartan::start(Some(&node), &args, server);
+    all_answered_by_the_kernel(&node, &client, "192.0.2.1", &pins);
+    all_answered_by_the_kernel(&node, &node, "127.0.0.1", &pins);
+    assert!(
+        second.log_text().contains("pinned link defunct: replaced"),
+        "{}",
+        second.log_text()
+    );
+}
