@@ -119,16 +119,6 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         timeout_ms: u64,
     },
-    /// Attach the program to INTERFACE with an empty address set: it passes
-    /// every frame. A veth peer needs some XDP program for XDP_TX frames from
-    /// the other side to arrive (benchmarks and tests use this).
-    #[command(hide = true)]
-    XdpPass {
-        #[arg(long)]
-        interface: String,
-        #[arg(long)]
-        pin_dir: PathBuf,
-    },
     /// Measure the XDP program's cost per packet with BPF_PROG_TEST_RUN.
     #[command(hide = true)]
     BenchXdp {
@@ -356,15 +346,6 @@ fn run(cli: Cli) -> Result<()> {
             down(&config, no_interface)
         }
         Command::BenchXdp { repeat } => bench_xdp(repeat),
-        Command::XdpPass { interface, pin_dir } => {
-            let mut fast_path = FastPath::load(&pin_dir)?;
-            let mode = fast_path.attach(&interface)?;
-            println!(
-                "pass-through XDP on {interface} ({mode}), pinned under {}",
-                pin_dir.display()
-            );
-            Ok(())
-        }
         Command::Watchdog {
             source,
             addresses,
@@ -523,6 +504,11 @@ fn stats(pin_dir: &Path) -> Result<()> {
             pin_dir.display()
         )
     })?;
+    println!("attached to:");
+    for (interface, mode) in FastPath::attached(pin_dir) {
+        let mode = mode.map_or("mode not recorded".to_string(), |m| format!("{m} XDP"));
+        println!("  {interface:<30} {mode}");
+    }
     println!("kernel counters (all CPUs):");
     let counters = maps.counters()?;
     for (counter, value) in &counters.0 {

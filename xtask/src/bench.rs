@@ -257,7 +257,7 @@ fn lab(bin: &Path, quick: bool, xdp_table: &str) -> Result<()> {
         "\n== lab: client, node and upstream namespaces; results in {}",
         out_dir.display()
     );
-    let lab = Lab::new(&out_dir, bin)?;
+    let lab = Lab::new(&out_dir)?;
     let _ = Command::new("sysctl")
         .args(["-q", "-w", "kernel.bpf_stats_enabled=1"])
         .status();

@@ -25,7 +25,6 @@ pub const UP: &str = "sb-up";
 const ADDR: &str = "198.51.100.1";
 pub const UPSTREAMS: [&str; 3] = ["198.18.0.1", "198.18.0.2", "198.18.0.3"];
 const NODE_TO_CLIENT: &str = "sbn-c";
-const CLIENT_PINS: &str = "/sys/fs/bpf/spartan-lab-client";
 const CLIENT_TO_NODE: &str = "sbc-n";
 
 pub fn ns(name: &str, program: &str) -> Command {
@@ -47,7 +46,7 @@ pub struct Lab {
 }
 
 impl Lab {
-    pub fn new(dir: &Path, bin: &Path) -> Result<Self> {
+    pub fn new(dir: &Path) -> Result<Self> {
         Self::teardown();
         for n in [CLIENT, NODE, UP] {
             ip(&["netns", "add", n])?;
@@ -123,19 +122,9 @@ impl Lab {
             "via",
             "192.0.2.2",
         ])?;
+        // The client is a container as it really is: a plain veth, nothing
+        // attached on its side (Spartan puts generic XDP on the node's end).
         std::fs::create_dir_all(dir)?;
-        // XDP_TX frames from the node's veth reach the client only when the
-        // client's side runs NAPI, which an XDP program there turns on:
-        // Spartan's own, passing everything.
-        run(ns(CLIENT, bin.to_str().unwrap())
-            .args([
-                "xdp-pass",
-                "--interface",
-                CLIENT_TO_NODE,
-                "--pin-dir",
-                CLIENT_PINS,
-            ])
-            .stdout(Stdio::null()))?;
         for (i, a) in UPSTREAMS.iter().enumerate() {
             lab.upstreams.push(start_nsd(dir, a, i + 1)?);
         }
@@ -157,7 +146,6 @@ impl Lab {
     }
 
     fn teardown() {
-        let _ = std::fs::remove_dir_all(CLIENT_PINS);
         for n in [CLIENT, NODE, UP] {
             let _ = Command::new("ip").args(["netns", "del", n]).output();
         }

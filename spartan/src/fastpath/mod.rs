@@ -36,7 +36,7 @@ const ALL_MAPS: [&str; 4] = [
 ];
 
 /// How an interface got the program.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum AttachedMode {
     /// Native (driver) XDP.
     Native,
@@ -231,6 +231,25 @@ impl FastPath {
         std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
         let _ = std::fs::remove_file(mode_path(pin_dir, interface));
         Ok(true)
+    }
+
+    /// The interfaces with a link pinned under `pin_dir`, and the mode each
+    /// was attached in (when recorded).
+    pub fn attached(pin_dir: &Path) -> Vec<(String, Option<AttachedMode>)> {
+        let Ok(entries) = std::fs::read_dir(pin_dir) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(String, Option<AttachedMode>)> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                let interface = name.strip_prefix("link_")?.to_string();
+                let mode = previous_mode(pin_dir, &interface);
+                Some((interface, mode))
+            })
+            .collect();
+        out.sort();
+        out
     }
 
     /// Detaches the program from every interface it is pinned to under
