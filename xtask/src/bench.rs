@@ -307,6 +307,9 @@ fn lab(bin: &Path, quick: bool, xdp_table: &str) -> Result<()> {
         }
     }
     let syscalls = crate::lab::syscalls_per_forwarded_query(bin, &lab.dir, seconds)?;
+    let topologies = crate::topology::run(bin, &lab.dir, seconds)?;
+    let topology_table = crate::topology::markdown(&topologies);
+    println!("\nkernel path by topology (ready.spartan):\n{topology_table}");
     println!(
         "spartan (userspace), forwarded at 1000 qps racing two upstreams: {:.2} system calls per query ({} calls, {} queries; strace -c -f)",
         syscalls.per_query(),
@@ -364,8 +367,9 @@ fn lab(bin: &Path, quick: bool, xdp_table: &str) -> Result<()> {
     )
     .to_string();
     let header = format!(
-        "# Benchmark results\n\nRun {stamp} ({} mode, {seconds} s per run, {rounds} interleaved round(s), best kept), {machine}.\nSame client (dnsperf in the client namespace: `-q 100` for max qps, `-q 20000 -Q 2000` at a fixed rate), same three NSD upstreams (TTL 0), same queries for every system.\nXDP ns/run: the programs attached in the node namespace (bpf stats), so Spartan's kernel path only.\nOn 2 cores dnsperf itself caps qps near 75-112k (see the README's Benchmarks section): compare ratios and CPU per query.\n\nVersions:\n\n```\n{versions}```\n\n## XDP program (BPF_PROG_TEST_RUN)\n\n```\n{xdp_table}```\n\n## glibc stub alone, first of three upstreams blackholed\n\n`getent hosts www.example.net`: {glibc:.0?} ms\n\n## System calls per forwarded query\n\nSpartan's daemon (userspace path) under `strace -c -f`, forwarded names at 1000 qps, racing two of three upstreams: **{:.2}** per query ({} calls for {} queries).\n\n```\n{}```\n\n## Lab\n",
+        "# Benchmark results\n\nRun {stamp} ({} mode, {seconds} s per run, {rounds} interleaved round(s), best kept), {machine}.\nSame client (dnsperf in the client namespace: `-q 100` for max qps, `-q 20000 -Q 2000` at a fixed rate), same three NSD upstreams (TTL 0), same queries for every system.\nXDP ns/run: the programs attached in the node namespace (bpf stats), so Spartan's kernel path only.\nOn 2 cores dnsperf itself caps qps near 75-112k (see the README's Benchmarks section): compare ratios and CPU per query.\n\nVersions:\n\n```\n{versions}```\n\n## XDP program (BPF_PROG_TEST_RUN)\n\n```\n{xdp_table}```\n\n## glibc stub alone, first of three upstreams blackholed\n\n`getent hosts www.example.net`: {glibc:.0?} ms\n\n## Kernel path by topology\n\n`ready.spartan` through Spartan's XDP program from a host process (generic XDP on `lo`), from a plain container on a routed veth (generic XDP on the node's end) and from a plain container on a Linux bridge (generic XDP on the bridge); nothing attached on the container side.\n\n{}\n## System calls per forwarded query\n\nSpartan's daemon (userspace path) under `strace -c -f`, forwarded names at 1000 qps, racing two of three upstreams: **{:.2}** per query ({} calls for {} queries).\n\n```\n{}```\n\n## Lab\n",
         if quick { "quick" } else { "full" },
+        topology_table,
         syscalls.per_query(),
         syscalls.calls,
         syscalls.queries,

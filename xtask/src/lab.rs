@@ -392,7 +392,13 @@ forward-zone:\n  name: \".\"\n",
 /// node namespace (none for the peers; the client's pass-through program
 /// is left out).
 fn node_prog_stats() -> Option<(u64, u64)> {
-    let out = ns(NODE, "bpftool")
+    prog_stats_in(NODE)
+}
+
+/// (runs, ns) summed over the XDP programs attached in namespace `netns`
+/// (bpf stats must be on).
+pub fn prog_stats_in(netns: &str) -> Option<(u64, u64)> {
+    let out = ns(netns, "bpftool")
         .args(["-j", "net", "show"])
         .output()
         .ok()?;

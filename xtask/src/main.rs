@@ -4,6 +4,7 @@ mod bench;
 mod chart;
 mod lab;
 mod setup;
+mod topology;
 mod util;
 
 use std::{path::PathBuf, process::Command};
