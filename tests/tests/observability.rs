@@ -202,6 +202,19 @@ fn root_the_json_api_shows_what_the_zones_hold() {
     );
 }
 
+/// Waits (bounded) until `/healthz` answers `want`.
+fn wait_health(node: &Netns, s: &Spartan, want: u16) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while http_get(Some(node), api(), "/healthz").unwrap().0 != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/healthz never became {want}:\n{}",
+            s.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn root_healthz_follows_the_self_check() {
     let node = node();
@@ -213,28 +226,18 @@ fn root_healthz_follows_the_self_check() {
         server(),
     );
     let health = |path: &str| http_get(Some(&node), api(), path).unwrap().0;
-    let wait = |want: u16| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while health("/healthz") != want {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "/healthz never became {want}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    wait(200);
+    wait_health(&node, &s, 200);
     assert_eq!(health("/readyz"), 200);
     // Block the listen sockets (TCP: UDP is answered by XDP before netfilter).
     node.blackhole("198.51.100.1", 53);
-    wait(503);
+    wait_health(&node, &s, 503);
     assert!(
         s.log_text().contains("self-check failed"),
         "{}",
         s.log_text()
     );
     node.flush_blackholes();
-    wait(200);
+    wait_health(&node, &s, 200);
     let _ = client::udp_socket(Some(&node));
 }
 
@@ -248,19 +251,7 @@ fn root_a_stalled_udp_listener_turns_health_red_while_the_kernel_still_answers()
         &["--config".into(), cfg.display().to_string()],
         server(),
     );
-    let health = |path: &str| http_get(Some(&node), api(), path).unwrap().0;
-    let wait = |want: u16| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while health("/healthz") != want {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "/healthz never became {want}:\n{}",
-                s.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    wait(200);
+    wait_health(&node, &s, 200);
     // Only UDP to the daemon is stopped; XDP sits before netfilter and keeps
     // answering `ready.spartan` A, which a check through the kernel would
     // take for health.
@@ -282,12 +273,12 @@ fn root_a_stalled_udp_listener_turns_health_red_while_the_kernel_still_answers()
         vec!["127.0.0.1"],
         "the kernel answers"
     );
-    wait(503);
+    wait_health(&node, &s, 503);
     assert!(
         s.log_text().contains("failing=\"UDP\"") || s.log_text().contains("failing=UDP"),
         "the log says which leg fails:\n{}",
         s.log_text()
     );
     node.flush_blackholes();
-    wait(200);
+    wait_health(&node, &s, 200);
 }

@@ -268,6 +268,23 @@ fn kernel_answers_within(client: &Netns, pins: &PinDir, within: std::time::Durat
     false
 }
 
+/// A plain container joined to `node` by a veth whose node end is named
+/// `node_if`: 192.0.2.1 inside, 192.0.2.2 on the node, 198.51.100.0/24
+/// routed through the node.
+fn plain_container(node: &Netns, prefix: &str, node_if: &str) -> (Netns, tests::netns::Link) {
+    let client = Netns::new(prefix);
+    let link = tests::netns::veth_named(
+        &client,
+        "eth0",
+        "192.0.2.1/24",
+        node,
+        node_if,
+        "192.0.2.2/24",
+    );
+    client.ip(&["route", "add", "198.51.100.0/24", "via", "192.0.2.2"]);
+    (client, link)
+}
+
 #[test]
 fn root_containers_that_come_and_go_are_followed() {
     require_root();
@@ -282,16 +299,7 @@ fn root_containers_that_come_and_go_are_followed() {
     );
     for round in 0..2 {
         // A container starts (the second time under the same interface name).
-        let client = Netns::new("flc");
-        let link = tests::netns::veth_named(
-            &client,
-            "eth0",
-            "192.0.2.1/24",
-            &node,
-            "vbflw0",
-            "192.0.2.2/24",
-        );
-        client.ip(&["route", "add", "198.51.100.0/24", "via", "192.0.2.2"]);
+        let (client, link) = plain_container(&node, "flc", "vbflw0");
         assert!(
             kernel_answers_within(&client, &pins, std::time::Duration::from_secs(1)),
             "round {round}: no kernel answer within a second of the veth coming up:\n{}",
@@ -325,16 +333,7 @@ fn root_a_severed_link_pin_does_not_disable_the_kernel_path() {
     let server: SocketAddr = "198.51.100.1:53".parse().unwrap();
     let mut args = kernel_args(&pins, "vbsev0");
     args.retain(|a| a != "--detach-on-exit");
-    let client = Netns::new("svc");
-    let link = tests::netns::veth_named(
-        &client,
-        "eth0",
-        "192.0.2.1/24",
-        &node,
-        "vbsev0",
-        "192.0.2.2/24",
-    );
-    client.ip(&["route", "add", "198.51.100.0/24", "via", "192.0.2.2"]);
+    let (client, link) = plain_container(&node, "svc", "vbsev0");
     let mut first = Spartan::start(Some(&node), &args, server);
     first.stop();
     drop(first);
@@ -344,16 +343,7 @@ fn root_a_severed_link_pin_does_not_disable_the_kernel_path() {
     assert!(pin.exists(), "a severed pin is left behind");
     // The container comes back under the same name; the next daemon serves
     // it, and lo, from the kernel.
-    let client = Netns::new("svc");
-    let _link = tests::netns::veth_named(
-        &client,
-        "eth0",
-        "192.0.2.1/24",
-        &node,
-        "vbsev0",
-        "192.0.2.2/24",
-    );
-    client.ip(&["route", "add", "198.51.100.0/24", "via", "192.0.2.2"]);
+    let (client, _link) = plain_container(&node, "svc", "vbsev0");
     let second = Spartan::start(Some(&node), &args, server);
     all_answered_by_the_kernel(&node, &client, "192.0.2.1", &pins);
     all_answered_by_the_kernel(&node, &node, "127.0.0.1", &pins);
