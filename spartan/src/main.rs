@@ -182,6 +182,25 @@ impl Source {
     }
 }
 
+impl Source {
+    /// For the node's guards (genresolv, watchdog), which must work however
+    /// broken the file is: on an error, a warning and the defaults with the
+    /// environment (and the flags the guard was given).
+    fn load_or_defaults(&self) -> Result<(Config, Layered)> {
+        match self.load(&FileConfig::default(), false) {
+            Ok(loaded) => Ok(loaded),
+            Err(e) => {
+                eprintln!("warning: {e:#}; going on with the defaults and the environment");
+                let fallback = Source {
+                    config: Some(PathBuf::from("/dev/null")),
+                    env_file: self.env_file.clone(),
+                };
+                fallback.load(&FileConfig::default(), false)
+            }
+        }
+    }
+}
+
 /// `run`'s flags: each one over the environment and the file.
 #[derive(Args, Clone)]
 struct RunArgs {
@@ -356,7 +375,7 @@ fn run(cli: Cli) -> Result<()> {
             action,
             dry_run,
         } => {
-            let (config, _) = source.load(&FileConfig::default(), false)?;
+            let (config, _) = source.load_or_defaults()?;
             let plan = spartan::node::WatchdogPlan {
                 action: match action {
                     Some(a) => a.split_whitespace().map(String::from).collect(),
@@ -388,7 +407,7 @@ fn run(cli: Cli) -> Result<()> {
             search,
             timeout_ms,
         } => {
-            let (config, layered) = source.load(&FileConfig::default(), false)?;
+            let (config, layered) = source.load_or_defaults()?;
             let addresses = if addresses.is_empty() {
                 config.listen_addresses.clone()
             } else {

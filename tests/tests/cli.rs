@@ -202,3 +202,34 @@ fn every_subcommand_reads_the_configuration_and_lists_only_its_flags() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn genresolv_survives_a_broken_configuration() {
+    let dir = std::env::temp_dir().join(format!("spartan-cli-gr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("spartan.toml");
+    std::fs::write(&config, "this is = not [ toml").unwrap();
+    let output = dir.join("resolv.conf");
+    // Nothing answers on this loopback port: the fallback resolvers are written.
+    let out = Command::new(spartan_bin())
+        .args(["genresolv", "--config", config.to_str().unwrap()])
+        .args([
+            "--addresses",
+            "127.0.0.1",
+            "--port",
+            "9",
+            "--timeout-ms",
+            "200",
+        ])
+        .arg("--output")
+        .arg(&output)
+        .env("RESOLVERS", "192.0.2.7")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("warning:"), "{err}");
+    let text = std::fs::read_to_string(&output).unwrap();
+    assert!(text.contains("nameserver 192.0.2.7"), "{text}");
+    let _ = std::fs::remove_dir_all(dir);
+}
