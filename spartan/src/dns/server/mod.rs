@@ -83,7 +83,16 @@ impl DnsServer {
         let thread = std::thread::Builder::new()
             .name("spartan-dns".into())
             .spawn(move || {
-                LocalSet::new().block_on(&runtime, serve(bound, setup, stopped));
+                let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    LocalSet::new().block_on(&runtime, serve(bound, setup, stopped))
+                }));
+                if served.is_err() {
+                    // Without this thread nothing answers: end the process
+                    // now, so that systemd restarts it at once rather than
+                    // after the watchdog's timeout.
+                    tracing::error!("the DNS thread panicked: exiting");
+                    std::process::exit(70);
+                }
                 let _ = finished.send(());
             })
             .context("starting the DNS thread")?;
