@@ -269,7 +269,10 @@ pub async fn run(config: Config, reload: impl Fn() -> Result<Config>) -> Result<
         .map(|a| SocketAddr::from((*a, config.dns_port)))
         .collect();
     // The sockets first: a daemon that cannot serve never writes a map.
-    let listeners = Listeners::bind(&addrs)?;
+    let (listeners, activated) = Listeners::inherited_or_bound(&addrs)?;
+    if activated {
+        tracing::info!("listen sockets passed by systemd (socket activation)");
+    }
     let stats = Arc::new(Stats::default());
     let fast_path = kernel_path(&config);
     let initial_masters = match (&config.masters, &fast_path) {

@@ -80,11 +80,70 @@ impl Spartan {
         s
     }
 
+    /// Starts with `sockets` passed as systemd's socket activation passes
+    /// them (descriptors 3, 4, ...; `LISTEN_FDS`; `LISTEN_PID` = the
+    /// daemon's own PID), and waits until it answers. The caller keeps its
+    /// copies open, as systemd does across restarts.
+    pub fn start_activated(
+        ns: &Netns,
+        args: &[String],
+        probe: SocketAddr,
+        sockets: &[std::os::fd::RawFd],
+    ) -> Self {
+        use std::os::unix::process::CommandExt;
+        let mut s = Self::spawn_with(Some(ns), args, &[], None, |cmd, bin| {
+            // The shell's PID is the daemon's once it execs.
+            let mut c = ns.command("sh");
+            c.args([
+                "-c",
+                &format!(
+                    "LISTEN_PID=$$ LISTEN_FDS={} exec \"$0\" \"$@\"",
+                    sockets.len()
+                ),
+                bin,
+            ]);
+            let fds = sockets.to_vec();
+            // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork
+            // and exec.
+            unsafe {
+                c.pre_exec(move || {
+                    let mut high = Vec::with_capacity(fds.len());
+                    for fd in &fds {
+                        let h = libc::fcntl(*fd, libc::F_DUPFD, 100);
+                        if h < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        high.push(h);
+                    }
+                    for (i, h) in high.iter().enumerate() {
+                        if libc::dup2(*h, 3 + i as i32) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                });
+            }
+            *cmd = c;
+        });
+        s.wait_ready(Some(ns), probe);
+        s
+    }
+
     fn spawn_limited(
         ns: Option<&Netns>,
         args: &[String],
         env: &[(&str, &str)],
         nofile: Option<u32>,
+    ) -> Self {
+        Self::spawn_with(ns, args, env, nofile, |_, _| {})
+    }
+
+    fn spawn_with(
+        ns: Option<&Netns>,
+        args: &[String],
+        env: &[(&str, &str)],
+        nofile: Option<u32>,
+        wrap: impl FnOnce(&mut Command, &str),
     ) -> Self {
         let own_pins = (!names_a_pin_dir(args)).then(crate::pins::PinDir::new);
         let mut args = args.to_vec();
@@ -107,6 +166,7 @@ impl Spartan {
             (Some(ns), None) => ns.command(bin),
             (None, None) => Command::new(bin),
         };
+        wrap(&mut cmd, bin);
         let log = std::env::temp_dir().join(format!(
             "spartan-test-{}-{}.log",
             std::process::id(),

@@ -293,7 +293,7 @@ fn the_systemd_units_verify() {
         .unwrap();
         units.push(out);
     }
-    assert_eq!(units.len(), 5);
+    assert_eq!(units.len(), 6);
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .args(&units)

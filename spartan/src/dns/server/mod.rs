@@ -4,6 +4,7 @@
 //! another thread. The control plane (API, discovery, signals) runs
 //! elsewhere and shares only atomics and the read-mostly zones and routes.
 
+mod inherited;
 pub mod tcp;
 mod udp;
 
@@ -41,6 +42,44 @@ struct Bound {
 pub struct Listeners(Vec<Bound>);
 
 impl Listeners {
+    /// The sockets systemd passed (socket activation), which must be exactly
+    /// a UDP and a TCP socket on each of `addrs`; else, when none were
+    /// passed, UDP and TCP bound on every address.
+    pub fn inherited_or_bound(addrs: &[SocketAddr]) -> Result<(Self, bool)> {
+        let mut passed = inherited::take()?;
+        if passed.is_empty() {
+            return Ok((Self::bind(addrs)?, false));
+        }
+        let mut bound = Vec::new();
+        for addr in addrs {
+            let mut take = |datagram: bool| {
+                let i = passed
+                    .iter()
+                    .position(|p| p.datagram == datagram && p.addr == *addr);
+                i.map(|i| passed.remove(i).socket)
+            };
+            let (Some(udp), Some(tcp)) = (take(true), take(false)) else {
+                anyhow::bail!(
+                    "the sockets systemd passed do not cover {addr} over UDP and TCP: make \
+                     spartan.socket's ListenDatagram/ListenStream match listen_addresses and dns_port"
+                );
+            };
+            bound.push(Bound {
+                udp: udp.into(),
+                tcp: tcp.into(),
+            });
+        }
+        if let Some(extra) = passed.first() {
+            anyhow::bail!(
+                "systemd passed a socket on {} ({}) that is not a listen address: make \
+                 spartan.socket match listen_addresses and dns_port",
+                extra.addr,
+                if extra.datagram { "UDP" } else { "TCP" }
+            );
+        }
+        Ok((Self(bound), true))
+    }
+
     /// Binds UDP and TCP on every address.
     pub fn bind(addrs: &[SocketAddr]) -> Result<Self> {
         Ok(Self(addrs.iter().map(|a| bind(*a)).collect::<Result<_>>()?))
@@ -120,6 +159,7 @@ async fn serve(bound: Vec<Bound>, setup: Setup, stop: oneshot::Receiver<Duration
         forwarder.clone(),
         setup.stats,
     ));
+    let tcp_state = Rc::new(tcp::TcpState::default());
     let mut listeners = Vec::new();
     for b in bound {
         let udp = crate::udp_batch::DnsSocket::new(b.udp).expect("inside the runtime");
@@ -132,14 +172,19 @@ async fn serve(bound: Vec<Bound>, setup: Setup, stop: oneshot::Receiver<Duration
             tcp,
             handler.clone(),
             setup.tcp,
+            tcp_state.clone(),
         )));
     }
     let grace = stop.await.unwrap_or_default();
+    // No new query is read (what waits in the sockets' queues stays there,
+    // for the next daemon when systemd holds the sockets); those held are
+    // answered within the grace.
     for l in &listeners {
         l.abort();
     }
+    tcp_state.begin_stop();
     let until = Instant::now() + grace;
-    while forwarder.in_flight() > 0 && Instant::now() < until {
+    while (forwarder.in_flight() > 0 || tcp_state.open.get() > 0) && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -44,6 +44,24 @@ pub struct TcpLimits {
     pub idle_timeout: Duration,
 }
 
+/// What the TCP side shares across its connections.
+#[derive(Default)]
+pub struct TcpState {
+    /// Connections open now.
+    pub open: Cell<usize>,
+    /// Shutting down: connections read no new query, finish what they
+    /// hold, and close.
+    pub stopping: Cell<bool>,
+    pub stop: Notify,
+}
+
+impl TcpState {
+    pub fn begin_stop(&self) {
+        self.stopping.set(true);
+        self.stop.notify_waiters();
+    }
+}
+
 /// What a connection's replies wait in.
 #[derive(Default)]
 pub struct Connection {
@@ -80,8 +98,12 @@ impl Connection {
     }
 }
 
-pub async fn serve(listener: TcpListener, handler: Rc<RequestHandler>, limits: TcpLimits) {
-    let open = Rc::new(Cell::new(0usize));
+pub async fn serve(
+    listener: TcpListener,
+    handler: Rc<RequestHandler>,
+    limits: TcpLimits,
+    state: Rc<TcpState>,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -95,16 +117,16 @@ pub async fn serve(listener: TcpListener, handler: Rc<RequestHandler>, limits: T
                 continue;
             }
         };
-        if open.get() >= limits.max_connections {
+        if state.open.get() >= limits.max_connections {
             Stats::inc(&handler.stats().tcp_refused);
             continue;
         }
-        open.set(open.get() + 1);
+        state.open.set(state.open.get() + 1);
         let handler = handler.clone();
-        let open = open.clone();
+        let state = state.clone();
         tokio::task::spawn_local(async move {
-            serve_connection(stream, peer, handler, limits.idle_timeout).await;
-            open.set(open.get() - 1);
+            serve_connection(stream, peer, handler, limits.idle_timeout, &state).await;
+            state.open.set(state.open.get() - 1);
         });
     }
 }
@@ -116,6 +138,7 @@ async fn serve_connection(
     peer: SocketAddr,
     handler: Rc<RequestHandler>,
     idle: Duration,
+    state: &TcpState,
 ) {
     let _ = stream.set_nodelay(true);
     let conn = Rc::new(Connection::default());
@@ -143,10 +166,11 @@ async fn serve_connection(
             written = 0;
         }
         let writing = written < out.len();
-        if client_done && !writing && conn.pending.get() == 0 {
+        // Done: the client closed, or the server stops, and nothing is owed.
+        if (client_done || state.stopping.get()) && !writing && conn.pending.get() == 0 {
             break;
         }
-        let can_read = !client_done && conn.has_room();
+        let can_read = !client_done && !state.stopping.get() && conn.has_room();
         tokio::select! {
             read = frames.fill(&mut reader), if can_read => match read {
                 Ok(0) | Err(_) => client_done = true,
@@ -160,6 +184,7 @@ async fn serve_connection(
                 _ => break,
             },
             _ = conn.wake.notified(), if !writing => {}
+            _ = state.stop.notified(), if !state.stopping.get() => {}
             _ = tokio::time::sleep_until(last_progress + idle) => {
                 if writing {
                     // The client sends but does not read: it goes.

@@ -1,0 +1,136 @@
+//! Restarts that lose no query: the listen sockets are held across daemon
+//! restarts as systemd's socket activation holds them (this test holds them
+//! and passes them to each daemon exactly as systemd would), so queries
+//! that arrive while no daemon runs wait in the sockets' queues.
+
+use std::{
+    net::{SocketAddr, TcpListener, UdpSocket},
+    os::fd::AsRawFd,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use hickory_proto::rr::RecordType;
+use tests::{
+    client::{query_message, tcp_connect, tcp_recv, tcp_send},
+    daemon::Spartan,
+    load::Load,
+    netns::Netns,
+    nsd::Nsd,
+    pins::PinDir,
+    require_root,
+};
+
+fn server() -> SocketAddr {
+    "198.51.100.1:53".parse().unwrap()
+}
+
+/// TCP queries on fresh connections until `stop`: (sent, failed, slowest).
+fn tcp_stream(node: &Netns, stop: &AtomicBool) -> (u32, u32, Duration) {
+    let (mut sent, mut failed, mut slowest) = (0, 0, Duration::ZERO);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+        sent += 1;
+        let started = Instant::now();
+        let ok = tcp_connect(Some(node), server()).and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            let q = query_message(sent as u16, "www.example.net.", RecordType::A)
+                .to_vec()
+                .unwrap();
+            tcp_send(&mut s, &q)?;
+            tcp_recv(&mut s)
+        });
+        if ok.is_err() {
+            failed += 1;
+        }
+        slowest = slowest.max(started.elapsed());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (sent, failed, slowest)
+}
+
+fn three_restarts(kernel: bool) {
+    require_root();
+    let node = Netns::new("rst");
+    node.ip(&["addr", "add", "198.51.100.1/32", "dev", "lo"]);
+    let _nsd = Nsd::start(&node, "127.0.0.1:5353".parse().unwrap(), "upstream");
+    let pins = PinDir::new();
+    // systemd's part: the sockets, held across the daemon's restarts.
+    let (udp, tcp) = node.run(|| {
+        (
+            UdpSocket::bind("198.51.100.1:53").unwrap(),
+            TcpListener::bind("198.51.100.1:53").unwrap(),
+        )
+    });
+    let fds = [udp.as_raw_fd(), tcp.as_raw_fd()];
+    let mut args = tests::args(&[
+        "--listen",
+        "198.51.100.1",
+        "--upstream",
+        "127.0.0.1:5353",
+        "--no-interface",
+        "--pin-dir",
+        pins.path().to_str().unwrap(),
+    ]);
+    if !kernel {
+        args.push("--no-xdp".into());
+    }
+    let mut daemon = Spartan::start_activated(&node, &args, server(), &fds);
+    assert!(
+        daemon.log_text().contains("socket activation"),
+        "{}",
+        daemon.log_text()
+    );
+    let stop = AtomicBool::new(false);
+    let (udp_tally, tcp_tally) = std::thread::scope(|scope| {
+        // A steady stream over UDP, local and forwarded names, 200 a second.
+        let udp_client = scope.spawn(|| {
+            Load {
+                source: "127.0.0.1".parse().unwrap(),
+                server: server(),
+                count: 1600,
+                rate: 200,
+                rtype: RecordType::A,
+                linger: Duration::from_secs(4),
+            }
+            .run(&node, |i| {
+                if i % 2 == 0 {
+                    "ready.spartan."
+                } else {
+                    "www.example.net."
+                }
+                .to_string()
+            })
+        });
+        let tcp_client = scope.spawn(|| tcp_stream(&node, &stop));
+        std::thread::sleep(Duration::from_secs(1));
+        for _ in 0..3 {
+            daemon.stop();
+            daemon = Spartan::start_activated(&node, &args, server(), &fds);
+            std::thread::sleep(Duration::from_millis(800));
+        }
+        let udp_tally = udp_client.join().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        (udp_tally, tcp_client.join().unwrap())
+    });
+    let (tcp_sent, tcp_failed, tcp_slowest) = tcp_tally;
+    eprintln!(
+        "kernel path {kernel}: UDP {udp_tally:?}; TCP {tcp_sent} sent, {tcp_failed} failed, slowest {tcp_slowest:?}"
+    );
+    assert_eq!(
+        (udp_tally.lost(), udp_tally.servfail),
+        (0, 0),
+        "UDP: {udp_tally:?}"
+    );
+    assert_eq!(tcp_failed, 0, "TCP: {tcp_failed} of {tcp_sent} failed");
+}
+
+#[test]
+fn root_three_restarts_with_held_sockets_lose_nothing() {
+    three_restarts(false);
+}
+
+#[test]
+fn root_three_restarts_with_held_sockets_and_xdp_lose_nothing() {
+    three_restarts(true);
+}
