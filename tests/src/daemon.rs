@@ -90,8 +90,15 @@ impl Spartan {
         probe: SocketAddr,
         sockets: &[std::os::fd::RawFd],
     ) -> Self {
+        let mut s = Self::spawn_activated(ns, args, sockets);
+        s.wait_ready(Some(ns), probe);
+        s
+    }
+
+    /// [`Self::start_activated`] without waiting.
+    pub fn spawn_activated(ns: &Netns, args: &[String], sockets: &[std::os::fd::RawFd]) -> Self {
         use std::os::unix::process::CommandExt;
-        let mut s = Self::spawn_with(Some(ns), args, &[], None, |cmd, bin| {
+        Self::spawn_with(Some(ns), args, &[], None, |cmd, bin| {
             // The shell's PID is the daemon's once it execs.
             let mut c = ns.command("sh");
             c.args([
@@ -124,9 +131,15 @@ impl Spartan {
                 });
             }
             *cmd = c;
-        });
-        s.wait_ready(Some(ns), probe);
-        s
+        })
+    }
+
+    /// SIGKILL, as the watchdog does; waits for the exit.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     fn spawn_limited(

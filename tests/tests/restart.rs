@@ -134,3 +134,96 @@ fn root_three_restarts_with_held_sockets_lose_nothing() {
 fn root_three_restarts_with_held_sockets_and_xdp_lose_nothing() {
     three_restarts(true);
 }
+
+#[test]
+fn root_passed_sockets_that_do_not_match_the_listen_addresses_are_refused() {
+    require_root();
+    let node = Netns::new("rsm");
+    node.ip(&["addr", "add", "198.51.100.1/32", "dev", "lo"]);
+    let pins = PinDir::new();
+    // Only UDP passed: TCP on the listen address is missing.
+    let udp = node.run(|| UdpSocket::bind("198.51.100.1:53").unwrap());
+    let args = tests::args(&[
+        "--listen",
+        "198.51.100.1",
+        "--upstream",
+        "127.0.0.1:5353",
+        "--no-interface",
+        "--no-xdp",
+        "--pin-dir",
+        pins.path().to_str().unwrap(),
+    ]);
+    let mut daemon = Spartan::spawn_activated(&node, &args, &[udp.as_raw_fd()]);
+    let status = daemon
+        .wait_exit(Duration::from_secs(10))
+        .expect("it refuses to start");
+    assert!(!status.success());
+    let log = daemon.log_text();
+    assert!(
+        log.contains("do not cover 198.51.100.1:53 over UDP and TCP")
+            && log.contains("spartan.socket"),
+        "{log}"
+    );
+}
+
+#[test]
+fn root_after_a_watchdog_kill_queries_wait_for_the_next_daemon() {
+    require_root();
+    let node = Netns::new("rsk");
+    node.ip(&["addr", "add", "198.51.100.1/32", "dev", "lo"]);
+    let _nsd = Nsd::start(&node, "127.0.0.1:5353".parse().unwrap(), "upstream");
+    let pins = PinDir::new();
+    let (udp, tcp) = node.run(|| {
+        (
+            UdpSocket::bind("198.51.100.1:53").unwrap(),
+            TcpListener::bind("198.51.100.1:53").unwrap(),
+        )
+    });
+    let fds = [udp.as_raw_fd(), tcp.as_raw_fd()];
+    let args = tests::args(&[
+        "--listen",
+        "198.51.100.1",
+        "--upstream",
+        "127.0.0.1:5353",
+        "--no-interface",
+        "--no-xdp",
+        "--pin-dir",
+        pins.path().to_str().unwrap(),
+    ]);
+    let mut daemon = Spartan::start_activated(&node, &args, server(), &fds);
+    // What the watchdog does: SIGKILL. Nothing answers now...
+    daemon.kill();
+    // ...and queries sent meanwhile wait in the held sockets.
+    std::thread::scope(|scope| {
+        let asked = scope.spawn(|| {
+            Load {
+                source: "127.0.0.1".parse().unwrap(),
+                server: server(),
+                count: 50,
+                rate: 100,
+                rtype: RecordType::A,
+                linger: Duration::from_secs(3),
+            }
+            .run(&node, |_| "www.example.net.".to_string())
+        });
+        let tcp_asked = scope.spawn(|| {
+            let mut s =
+                tcp_connect(Some(&node), server()).expect("the connection waits in the backlog");
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let q = query_message(1, "www.example.net.", RecordType::A)
+                .to_vec()
+                .unwrap();
+            tcp_send(&mut s, &q).unwrap();
+            tcp_recv(&mut s)
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        // systemd's Restart= brings the next daemon, with the same sockets.
+        let _next = Spartan::start_activated(&node, &args, server(), &fds);
+        let tally = asked.join().unwrap();
+        assert_eq!((tally.answered, tally.noerror), (50, 50), "{tally:?}");
+        assert!(
+            tcp_asked.join().unwrap().is_ok(),
+            "the TCP query waited and was answered"
+        );
+    });
+}
