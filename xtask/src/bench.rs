@@ -307,6 +307,8 @@ fn lab(bin: &Path, quick: bool, xdp_table: &str) -> Result<()> {
         }
     }
     let syscalls = crate::lab::syscalls_per_forwarded_query(bin, &lab.dir, seconds)?;
+    let restarts = crate::restart::run(bin, &lab.dir, if quick { 5 } else { 8 })?;
+    let restart_table = crate::restart::markdown(&restarts);
     let topologies = crate::topology::run(bin, &lab.dir, seconds)?;
     let topology_table = crate::topology::markdown(&topologies);
     println!("\nkernel path by topology (ready.spartan):\n{topology_table}");
@@ -367,8 +369,9 @@ fn lab(bin: &Path, quick: bool, xdp_table: &str) -> Result<()> {
     )
     .to_string();
     let header = format!(
-        "# Benchmark results\n\nRun {stamp} ({} mode, {seconds} s per run, {rounds} interleaved round(s), best kept), {machine}.\nSame client (dnsperf in the client namespace: `-q 100` for max qps, `-q 20000 -Q 2000` at a fixed rate), same three NSD upstreams (TTL 0), same queries for every system.\nXDP ns/run: the programs attached in the node namespace (bpf stats), so Spartan's kernel path only.\nOn 2 cores dnsperf itself caps qps near 75-112k (see the README's Benchmarks section): compare ratios and CPU per query.\n\nVersions:\n\n```\n{versions}```\n\n## XDP program (BPF_PROG_TEST_RUN)\n\n```\n{xdp_table}```\n\n## glibc stub alone, first of three upstreams blackholed\n\n`getent hosts www.example.net`: {glibc:.0?} ms\n\n## Kernel path by topology\n\n`ready.spartan` through Spartan's XDP program from a host process (generic XDP on `lo`), from a plain container on a routed veth (generic XDP on the node's end) and from a plain container on a Linux bridge (generic XDP on the bridge); nothing attached on the container side.\n\n{}\n## System calls per forwarded query\n\nSpartan's daemon (userspace path) under `strace -c -f`, forwarded names at 1000 qps, racing two of three upstreams: **{:.2}** per query ({} calls for {} queries).\n\n```\n{}```\n\n## Lab\n",
+        "# Benchmark results\n\nRun {stamp} ({} mode, {seconds} s per run, {rounds} interleaved round(s), best kept), {machine}.\nSame client (dnsperf in the client namespace: `-q 100` for max qps, `-q 20000 -Q 2000` at a fixed rate), same three NSD upstreams (TTL 0), same queries for every system.\nXDP ns/run: the programs attached in the node namespace (bpf stats), so Spartan's kernel path only.\nOn 2 cores dnsperf itself caps qps near 75-112k (see the README's Benchmarks section): compare ratios and CPU per query.\n\nVersions:\n\n```\n{versions}```\n\n## XDP program (BPF_PROG_TEST_RUN)\n\n```\n{xdp_table}```\n\n## glibc stub alone, first of three upstreams blackholed\n\n`getent hosts www.example.net`: {glibc:.0?} ms\n\n## Restart under load\n\nForwarded names at 2,000 qps (dnsperf, 2 s timeout) while the system is restarted once, its own way: Spartan as its units run it (the listen sockets held by systemd's `spartan.socket`, here by the bench, and passed to the next daemon), the peers by stopping and starting their process.\n\n{}\n## Kernel path by topology\n\n`ready.spartan` through Spartan's XDP program from a host process (generic XDP on `lo`), from a plain container on a routed veth (generic XDP on the node's end) and from a plain container on a Linux bridge (generic XDP on the bridge); nothing attached on the container side.\n\n{}\n## System calls per forwarded query\n\nSpartan's daemon (userspace path) under `strace -c -f`, forwarded names at 1000 qps, racing two of three upstreams: **{:.2}** per query ({} calls for {} queries).\n\n```\n{}```\n\n## Lab\n",
         if quick { "quick" } else { "full" },
+        restart_table,
         topology_table,
         syscalls.per_query(),
         syscalls.calls,

@@ -295,12 +295,35 @@ impl System {
     }
 
     /// Writes the system's configuration under `dir` and starts it in the
-    /// node namespace.
+    /// node namespace; waits until it answers.
     pub fn start(self, bin: &Path, dir: &Path) -> Result<Child> {
+        let cmd = self.command(bin, dir)?;
+        self.spawn(cmd, dir)
+    }
+
+    /// Spawns `cmd` (from [`Self::command`]) with its log under `dir`, and
+    /// waits until it answers.
+    pub fn spawn(self, mut cmd: Command, dir: &Path) -> Result<Child> {
+        let d = dir.join(self.name().replace([' ', '(', ')', '+'], "-"));
+        let log = std::fs::File::create(d.join("log.txt"))?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.name()))?;
+        wait_for(CLIENT, ADDR, "ready.spartan", "127.0.0.1")
+            .with_context(|| format!("{} did not come up", self.name()))?;
+        Ok(child)
+    }
+
+    /// Writes the system's configuration under `dir`: the command that runs
+    /// it in the node namespace.
+    pub fn command(self, bin: &Path, dir: &Path) -> Result<Command> {
         let d = dir.join(self.name().replace([' ', '(', ')', '+'], "-"));
         std::fs::create_dir_all(&d)?;
         let ups: Vec<String> = UPSTREAMS.iter().map(|u| u.to_string()).collect();
-        let mut cmd = match self {
+        let cmd = match self {
             System::SpartanKernel | System::SpartanUser => {
                 let mut c = ns(NODE, bin.to_str().unwrap());
                 c.args([
@@ -375,16 +398,7 @@ forward-zone:\n  name: \".\"\n",
                 c
             }
         };
-        let log = std::fs::File::create(d.join("log.txt"))?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", self.name()))?;
-        wait_for(CLIENT, ADDR, "ready.spartan", "127.0.0.1")
-            .with_context(|| format!("{} did not come up", self.name()))?;
-        Ok(child)
+        Ok(cmd)
     }
 }
 

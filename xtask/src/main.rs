@@ -3,6 +3,7 @@
 mod bench;
 mod chart;
 mod lab;
+mod restart;
 mod setup;
 mod topology;
 mod util;
