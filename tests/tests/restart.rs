@@ -25,6 +25,33 @@ fn server() -> SocketAddr {
     "198.51.100.1:53".parse().unwrap()
 }
 
+/// systemd's part: the listen sockets, bound in `node` and held by the
+/// test across the daemon's restarts.
+fn held_sockets(node: &Netns) -> (UdpSocket, TcpListener) {
+    node.run(|| {
+        (
+            UdpSocket::bind("198.51.100.1:53").unwrap(),
+            TcpListener::bind("198.51.100.1:53").unwrap(),
+        )
+    })
+}
+
+/// The daemon's arguments: the listen address already on `lo`, one
+/// upstream, the test's pins, and `extra`.
+fn daemon_args(pins: &PinDir, extra: &[&str]) -> Vec<String> {
+    let mut args = tests::args(&[
+        "--listen",
+        "198.51.100.1",
+        "--upstream",
+        "127.0.0.1:5353",
+        "--no-interface",
+        "--pin-dir",
+        pins.path().to_str().unwrap(),
+    ]);
+    args.extend(tests::args(extra));
+    args
+}
+
 /// TCP queries on fresh connections until `stop`: (sent, failed, slowest).
 fn tcp_stream(node: &Netns, stop: &AtomicBool) -> (u32, u32, Duration) {
     let (mut sent, mut failed, mut slowest) = (0, 0, Duration::ZERO);
@@ -55,26 +82,9 @@ fn three_restarts(kernel: bool) {
     node.ip(&["addr", "add", "198.51.100.1/32", "dev", "lo"]);
     let _nsd = Nsd::start(&node, "127.0.0.1:5353".parse().unwrap(), "upstream");
     let pins = PinDir::new();
-    // systemd's part: the sockets, held across the daemon's restarts.
-    let (udp, tcp) = node.run(|| {
-        (
-            UdpSocket::bind("198.51.100.1:53").unwrap(),
-            TcpListener::bind("198.51.100.1:53").unwrap(),
-        )
-    });
+    let (udp, tcp) = held_sockets(&node);
     let fds = [udp.as_raw_fd(), tcp.as_raw_fd()];
-    let mut args = tests::args(&[
-        "--listen",
-        "198.51.100.1",
-        "--upstream",
-        "127.0.0.1:5353",
-        "--no-interface",
-        "--pin-dir",
-        pins.path().to_str().unwrap(),
-    ]);
-    if !kernel {
-        args.push("--no-xdp".into());
-    }
+    let args = daemon_args(&pins, if kernel { &[] } else { &["--no-xdp"] });
     let mut daemon = Spartan::start_activated(&node, &args, server(), &fds);
     assert!(
         daemon.log_text().contains("socket activation"),
@@ -143,16 +153,7 @@ fn root_passed_sockets_that_do_not_match_the_listen_addresses_are_refused() {
     let pins = PinDir::new();
     // Only UDP passed: TCP on the listen address is missing.
     let udp = node.run(|| UdpSocket::bind("198.51.100.1:53").unwrap());
-    let args = tests::args(&[
-        "--listen",
-        "198.51.100.1",
-        "--upstream",
-        "127.0.0.1:5353",
-        "--no-interface",
-        "--no-xdp",
-        "--pin-dir",
-        pins.path().to_str().unwrap(),
-    ]);
+    let args = daemon_args(&pins, &["--no-xdp"]);
     let mut daemon = Spartan::spawn_activated(&node, &args, &[udp.as_raw_fd()]);
     let status = daemon
         .wait_exit(Duration::from_secs(10))
@@ -173,23 +174,9 @@ fn root_after_a_watchdog_kill_queries_wait_for_the_next_daemon() {
     node.ip(&["addr", "add", "198.51.100.1/32", "dev", "lo"]);
     let _nsd = Nsd::start(&node, "127.0.0.1:5353".parse().unwrap(), "upstream");
     let pins = PinDir::new();
-    let (udp, tcp) = node.run(|| {
-        (
-            UdpSocket::bind("198.51.100.1:53").unwrap(),
-            TcpListener::bind("198.51.100.1:53").unwrap(),
-        )
-    });
+    let (udp, tcp) = held_sockets(&node);
     let fds = [udp.as_raw_fd(), tcp.as_raw_fd()];
-    let args = tests::args(&[
-        "--listen",
-        "198.51.100.1",
-        "--upstream",
-        "127.0.0.1:5353",
-        "--no-interface",
-        "--no-xdp",
-        "--pin-dir",
-        pins.path().to_str().unwrap(),
-    ]);
+    let args = daemon_args(&pins, &["--no-xdp"]);
     let mut daemon = Spartan::start_activated(&node, &args, server(), &fds);
     // What the watchdog does: SIGKILL. Nothing answers now...
     daemon.kill();

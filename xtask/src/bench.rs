@@ -278,14 +278,7 @@ fn lab(bin: &Path, quick: bool, xdp_table: &str) -> Result<()> {
                 let r = dnsperf(&lab.dir, &label, &queries, seconds, load, child.id());
                 terminate(&mut child);
                 if system.is_spartan() {
-                    let _ = Command::new(bin)
-                        .args([
-                            "down",
-                            "--pin-dir",
-                            "/sys/fs/bpf/spartan-lab",
-                            "--no-interface",
-                        ])
-                        .output();
+                    crate::lab::spartan_down(bin);
                 }
                 let r = r?;
                 println!(

@@ -35,8 +35,19 @@ pub fn ns(name: &str, program: &str) -> Command {
     cmd
 }
 
-fn ip(args: &[&str]) -> Result<()> {
+pub fn ip(args: &[&str]) -> Result<()> {
     run(Command::new("ip").args(args).stdout(Stdio::null()))
+}
+
+/// Where the lab's Spartan pins its maps and links.
+pub const SPARTAN_PINS: &str = "/sys/fs/bpf/spartan-lab";
+
+/// `spartan down` for the lab's Spartan: its pins go, the node's
+/// addresses (the lab's own) stay.
+pub fn spartan_down(bin: &Path) {
+    let _ = Command::new(bin)
+        .args(["down", "--pin-dir", SPARTAN_PINS, "--no-interface"])
+        .output();
 }
 
 /// The namespaces and links; all removed on drop.
@@ -338,7 +349,7 @@ impl System {
                 // NSD upstreams (they serve the mesos zone), so that every
                 // system forwards every query of the forwarded scenarios.
                 .args(["--masters", &ups.join(","), "--mesos-port", "53"])
-                .args(["--pin-dir", "/sys/fs/bpf/spartan-lab"])
+                .args(["--pin-dir", SPARTAN_PINS])
                 .args(["--xdp-interface", NODE_TO_CLIENT])
                 .env("SPARTAN_LOG", "warn");
                 if self == System::SpartanUser {
@@ -607,14 +618,7 @@ pub fn syscalls_per_forwarded_query(bin: &Path, dir: &Path, seconds: u32) -> Res
     );
     terminate(&mut strace);
     terminate(&mut daemon);
-    let _ = Command::new(bin)
-        .args([
-            "down",
-            "--pin-dir",
-            "/sys/fs/bpf/spartan-lab",
-            "--no-interface",
-        ])
-        .output();
+    spartan_down(bin);
     let run = run?;
     let text = std::fs::read_to_string(&summary).context("strace summary")?;
     let calls = text

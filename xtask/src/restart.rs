@@ -128,14 +128,7 @@ pub fn run(bin: &Path, dir: &Path, seconds: u32) -> Result<Vec<Row>> {
             .map_err(|_| anyhow::anyhow!("dnsperf thread panicked"))??;
         terminate(&mut child);
         if system.is_spartan() {
-            let _ = Command::new(bin)
-                .args([
-                    "down",
-                    "--pin-dir",
-                    "/sys/fs/bpf/spartan-lab",
-                    "--no-interface",
-                ])
-                .output();
+            crate::lab::spartan_down(bin);
         }
         drop(held);
         println!(

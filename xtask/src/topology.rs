@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::lab::{cpu_seconds, ns, prog_stats_in, terminate};
+use crate::lab::{cpu_seconds, ip, ns, prog_stats_in, terminate};
 
 const NODE: &str = "sbt-node";
 const ROUTED: &str = "sbt-routed";
@@ -28,18 +28,6 @@ pub struct Row {
     pub answered: u64,
     pub ns_per_run: f64,
     pub daemon_us_per_query: f64,
-}
-
-fn ip(args: &[&str]) -> Result<()> {
-    let status = Command::new("ip")
-        .args(args)
-        .stdout(Stdio::null())
-        .status()
-        .with_context(|| format!("ip {}", args.join(" ")))?;
-    if !status.success() {
-        bail!("ip {} failed", args.join(" "));
-    }
-    Ok(())
 }
 
 /// The namespaces; removed (with the daemon's pins) on drop.
