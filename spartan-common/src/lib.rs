@@ -6,10 +6,15 @@
 
 /// Longest question name, in wire format including the final zero label, that
 /// the kernel handles. Longer names go to userspace untouched.
-pub const MAX_NAME_LEN: usize = 32;
+pub const MAX_NAME_LEN: usize = 96;
 
-/// Most A records the kernel puts in one answer.
-pub const MAX_ADDRS: usize = 8;
+/// Bytes of answer, authority and additional records (the OPT excluded) one
+/// kernel entry holds; a larger answer is cached in userspace only.
+pub const SECTIONS_MAX: usize = 448;
+
+/// TTL fields one kernel entry can age; an answer with more records is
+/// cached in userspace only.
+pub const MAX_TTLS: usize = 16;
 
 /// The UDP payload size Spartan advertises in its EDNS OPT record.
 pub const EDNS_UDP_SIZE: u16 = 1232;
@@ -18,40 +23,60 @@ pub const EDNS_UDP_SIZE: u16 = 1232;
 /// the daemon's heartbeat is at most this old.
 pub const HEARTBEAT_MAX_AGE_NS: u64 = 3_000_000_000;
 
-/// DNS record type A.
-pub const QTYPE_A: u16 = 1;
-
 /// Names of the pinned maps under [`PIN_DIR`].
 pub mod map_names {
-    /// `AnswerKey` -> `AnswerValue`: the records the kernel answers.
+    /// `AnswerKey` -> `AnswerValue`: every answer the kernel gives (local
+    /// names and the mirror of the answer cache), an LRU hash.
     pub const ANSWERS: &str = "SPARTAN_ANSWERS";
     /// IPv4 address (its four wire bytes, `[u8; 4]`) -> 1.
     pub const LISTEN_ADDRS: &str = "SPARTAN_LISTEN_ADDRS";
+    /// Interface index (`u32`) -> `Interface`: the interfaces the program is
+    /// attached to, with their hardware address.
+    pub const INTERFACES: &str = "SPARTAN_INTERFACES";
     /// One `u64`: CLOCK_MONOTONIC nanoseconds of the daemon's last heartbeat.
     pub const HEARTBEAT: &str = "SPARTAN_HEARTBEAT";
     /// Per-CPU `u64` counters indexed by `Counter`.
     pub const COUNTERS: &str = "SPARTAN_COUNTERS";
 }
 
-/// Entries of the answers map (the program's definition and the daemon's
-/// check of pinned maps both read this).
-pub const ANSWERS_MAX_ENTRIES: u32 = 1024;
+/// Entries of the answers map. The daemon mirrors at most
+/// [`KERNEL_MIRROR_MAX`] cache entries into it, so that the kernel's LRU
+/// never has to evict (its per-CPU free lists can evict before the map is
+/// full) and the local names are never pushed out.
+pub const ANSWERS_MAX_ENTRIES: u32 = 16384;
+/// Cache entries the daemon keeps in the kernel map at most.
+pub const KERNEL_MIRROR_MAX: usize = 8192;
 /// Entries of the listen-address map.
 pub const LISTEN_ADDRS_MAX_ENTRIES: u32 = 64;
+/// Entries of the interface map.
+pub const INTERFACES_MAX_ENTRIES: u32 = 1024;
+
+/// Name of the program's global holding the DNS port (host byte order),
+/// set when the program is loaded.
+pub const DNS_PORT_GLOBAL: &str = "SPARTAN_DNS_PORT";
 
 /// Where the daemon pins maps and links.
 pub const PIN_DIR: &str = "/sys/fs/bpf/spartan";
 
-/// Key of the answers map: a lower-cased wire-format name, zero padded, and
-/// the query type.
+/// Key flag: the query had an OPT record with the DO bit.
+pub const KEY_DO: u16 = 1;
+/// Key flag: the query had the CD bit.
+pub const KEY_CD: u16 = 2;
+
+/// Key of the answers map: what the cache keys on, the same in userspace and
+/// in the kernel.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct AnswerKey {
     /// Wire-format name (length-prefixed labels ending with a zero label),
     /// ASCII lower-cased, zero padded to `MAX_NAME_LEN`.
     pub name: [u8; MAX_NAME_LEN],
-    /// Query type in host byte order.
+    /// Query type, host byte order.
     pub qtype: u16,
+    /// Query class, host byte order.
+    pub qclass: u16,
+    /// `KEY_DO` | `KEY_CD`.
+    pub flags: u16,
     /// Always zero; keeps the key free of implicit padding.
     pub pad: u16,
 }
@@ -61,26 +86,82 @@ impl AnswerKey {
         Self {
             name: [0; MAX_NAME_LEN],
             qtype: 0,
+            qclass: 0,
+            flags: 0,
             pad: 0,
         }
     }
 }
 
 /// Answer flag: answer only while the heartbeat is fresh (`ready.spartan`).
-pub const ANSWER_NEEDS_HEARTBEAT: u32 = 1;
+pub const ANSWER_NEEDS_HEARTBEAT: u16 = 1;
 
-/// Value of the answers map: up to `MAX_ADDRS` IPv4 addresses.
+/// Value of the answers map: everything of an answer but the ID, the
+/// question and the OPT, which come from the query.
+///
+/// The sections are the records as received, so their compression pointers
+/// stay valid: they point into the question, which the client sent with the
+/// same length, or into the sections themselves.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AnswerValue {
-    /// TTL in seconds, host byte order.
-    pub ttl: u32,
-    /// Number of valid entries in `addrs` (1..=MAX_ADDRS).
-    pub count: u32,
+    /// CLOCK_MONOTONIC ns when the answer expires; 0 for a fixed answer
+    /// (the local names), whose TTLs are in the sections as they are.
+    pub expires_ns: u64,
     /// `ANSWER_*` flags.
-    pub flags: u32,
-    /// IPv4 addresses as their four wire bytes.
-    pub addrs: [[u8; 4]; MAX_ADDRS],
+    pub flags: u16,
+    /// Bytes 2-3 of the answer's header (QR, AA, RA, AD, RCODE); RD and CD
+    /// are taken from the query, TC is always clear.
+    pub header_flags: u16,
+    pub ancount: u16,
+    pub nscount: u16,
+    /// Additional records, the OPT not counted.
+    pub arcount: u16,
+    /// Meaningful bytes of `sections`.
+    pub sections_len: u16,
+    /// Meaningful entries of `ttl_at`.
+    pub ttl_count: u16,
+    /// TTL fields at an even (`[0]`) and odd (`[1]`) offset of `sections`.
+    pub ttl_parity: [u16; 2],
+    /// The ones'-complement sum (RFC 1071, big-endian words from an even
+    /// offset, folded) of `sections` with every TTL field zero.
+    pub sections_sum: u16,
+    pub pad: [u16; 2],
+    /// Offsets of the TTL fields in `sections`; those fields hold zeros.
+    pub ttl_at: [u16; MAX_TTLS],
+    /// Answer, authority and additional records, zero padded.
+    pub sections: [u8; SECTIONS_MAX],
+}
+
+impl AnswerValue {
+    pub const fn zeroed() -> Self {
+        Self {
+            expires_ns: 0,
+            flags: 0,
+            header_flags: 0,
+            ancount: 0,
+            nscount: 0,
+            arcount: 0,
+            sections_len: 0,
+            ttl_count: 0,
+            ttl_parity: [0; 2],
+            sections_sum: 0,
+            pad: [0; 2],
+            ttl_at: [0; MAX_TTLS],
+            sections: [0; SECTIONS_MAX],
+        }
+    }
+}
+
+/// Value of the interface map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interface {
+    /// The interface's hardware address (zero on `lo`).
+    pub mac: [u8; 6],
+    /// 1 on a loopback interface, where 127.0.0.0/8 sources are normal.
+    pub loopback: u8,
+    pub pad: u8,
 }
 
 /// What the per-CPU counters count. The discriminant is the map index.
@@ -89,52 +170,64 @@ pub struct AnswerValue {
 pub enum Counter {
     /// Every frame the program saw.
     Packets = 0,
-    /// UDP/53 IPv4 DNS queries to one of our listen addresses.
+    /// UDP IPv4 DNS queries to one of our listen addresses and port.
     QueriesForUs = 1,
-    /// Queries answered in the kernel with XDP_TX.
+    /// Queries answered in the kernel with XDP_TX (local names and cache hits).
     Answered = 2,
+    /// ... of which from a cache entry (an answer with an expiry).
+    AnsweredFromCache = 3,
     /// Passed: not an IPv4 frame.
-    PassNotIpv4 = 3,
+    PassNotIpv4 = 4,
     /// Passed: IPv4 with options, or a fragment.
-    PassIpOptionsOrFragment = 4,
-    /// Passed: not UDP to port 53.
-    PassNotUdp53 = 5,
-    /// Passed: a DNS response (QR=1), such as our own answer coming back on `lo`.
-    PassResponse = 6,
+    PassIpOptionsOrFragment = 5,
+    /// Passed: not UDP to the DNS port.
+    PassNotUdpDns = 6,
     /// Passed: destination is not one of our listen addresses.
     PassNotOurAddress = 7,
+    /// Passed: the Ethernet destination is not the receiving interface's address (or the interface is unknown).
+    PassNotOurMac = 8,
+    /// Passed: source 0.0.0.0, broadcast, multicast, loopback off `lo`, or port 0.
+    PassBadSource = 9,
+    /// Passed: a DNS response (QR=1), such as our own answer coming back on `lo`.
+    PassResponse = 10,
     /// Passed: truncated or malformed packet, or a query shape we leave to userspace.
-    PassMalformed = 8,
+    PassMalformed = 11,
     /// Passed: EDNS version other than 0, or an additional record other than OPT.
-    PassUnsupportedEdns = 9,
-    /// Passed: question is not class IN type A.
-    PassNotAIn = 10,
-    /// Passed: name not in the answers map (or longer than the kernel handles).
-    PassNameNotInMap = 11,
+    PassUnsupportedEdns = 12,
+    /// Passed: no answer for the key (or a name longer than the kernel handles).
+    PassNotInMap = 13,
+    /// Passed: the cached answer has expired (userspace refreshes it).
+    PassExpired = 14,
     /// Passed: the name needs a fresh heartbeat and the daemon's is stale.
-    PassStaleHeartbeat = 12,
+    PassStaleHeartbeat = 15,
+    /// Passed: the answer is larger than the client takes over UDP.
+    PassTooBig = 16,
     /// Passed: the answer could not be built (tail adjust or store failed).
-    PassBuildFailed = 13,
+    PassBuildFailed = 17,
 }
 
 impl Counter {
     /// Number of counters; the size of the counters map.
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 18;
 
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Packets,
         Counter::QueriesForUs,
         Counter::Answered,
+        Counter::AnsweredFromCache,
         Counter::PassNotIpv4,
         Counter::PassIpOptionsOrFragment,
-        Counter::PassNotUdp53,
-        Counter::PassResponse,
+        Counter::PassNotUdpDns,
         Counter::PassNotOurAddress,
+        Counter::PassNotOurMac,
+        Counter::PassBadSource,
+        Counter::PassResponse,
         Counter::PassMalformed,
         Counter::PassUnsupportedEdns,
-        Counter::PassNotAIn,
-        Counter::PassNameNotInMap,
+        Counter::PassNotInMap,
+        Counter::PassExpired,
         Counter::PassStaleHeartbeat,
+        Counter::PassTooBig,
         Counter::PassBuildFailed,
     ];
 
@@ -144,16 +237,20 @@ impl Counter {
             Counter::Packets => "packets",
             Counter::QueriesForUs => "queries_for_us",
             Counter::Answered => "answered",
+            Counter::AnsweredFromCache => "answered_from_cache",
             Counter::PassNotIpv4 => "pass_not_ipv4",
             Counter::PassIpOptionsOrFragment => "pass_ip_options_or_fragment",
-            Counter::PassNotUdp53 => "pass_not_udp53",
-            Counter::PassResponse => "pass_response",
+            Counter::PassNotUdpDns => "pass_not_udp_dns",
             Counter::PassNotOurAddress => "pass_not_our_address",
+            Counter::PassNotOurMac => "pass_not_our_mac",
+            Counter::PassBadSource => "pass_bad_source",
+            Counter::PassResponse => "pass_response",
             Counter::PassMalformed => "pass_malformed",
             Counter::PassUnsupportedEdns => "pass_unsupported_edns",
-            Counter::PassNotAIn => "pass_not_a_in",
-            Counter::PassNameNotInMap => "pass_name_not_in_map",
+            Counter::PassNotInMap => "pass_not_in_map",
+            Counter::PassExpired => "pass_expired",
             Counter::PassStaleHeartbeat => "pass_stale_heartbeat",
+            Counter::PassTooBig => "pass_too_big",
             Counter::PassBuildFailed => "pass_build_failed",
         }
     }
@@ -164,6 +261,7 @@ mod user {
     // SAFETY: both are `repr(C)` plain data without implicit padding.
     unsafe impl aya::Pod for super::AnswerKey {}
     unsafe impl aya::Pod for super::AnswerValue {}
+    unsafe impl aya::Pod for super::Interface {}
 }
 
 #[cfg(test)]
@@ -172,8 +270,13 @@ mod tests {
 
     #[test]
     fn layouts_have_no_padding() {
-        assert_eq!(core::mem::size_of::<AnswerKey>(), MAX_NAME_LEN + 4);
-        assert_eq!(core::mem::size_of::<AnswerValue>(), 12 + 4 * MAX_ADDRS);
+        assert_eq!(core::mem::size_of::<AnswerKey>(), MAX_NAME_LEN + 8);
+        assert_eq!(
+            core::mem::size_of::<AnswerValue>(),
+            8 + 2 * 12 + 2 * MAX_TTLS + SECTIONS_MAX
+        );
+        assert_eq!(core::mem::size_of::<AnswerValue>() % 8, 0);
+        assert_eq!(core::mem::size_of::<Interface>(), 8);
     }
 
     #[test]

@@ -1,16 +1,25 @@
-//! The XDP fast path.
+//! The XDP fast path: one lookup in the answers map, one answer.
 //!
-//! A frame is answered in the kernel only when it is all of: Ethernet, IPv4
-//! without options, not a fragment, UDP with a consistent length to port 53
-//! of one of our listen addresses, a plain DNS query (QR=0, OPCODE=0, TC=0,
-//! QDCOUNT=1, ANCOUNT=0, NSCOUNT=0, ARCOUNT 0 or 1 with the one record an
-//! EDNS OPT of version 0), for class IN type A, with an uncompressed name
-//! found in the answers map. Anything else is passed unchanged and counted
-//! under the first reason that applied.
+//! A frame is answered in the kernel only when it is all of: Ethernet to the
+//! receiving interface's own address, IPv4 without options, not a fragment,
+//! from a usable source (not 0.0.0.0, broadcast, multicast, loopback off
+//! `lo`, port 0), UDP with a consistent length to the DNS port of one of our
+//! listen addresses, a plain DNS query (QR=0, OPCODE=0, TC=0, QDCOUNT=1,
+//! ANCOUNT=0, NSCOUNT=0, ARCOUNT 0 or 1 with the one record an EDNS OPT of
+//! version 0) with an uncompressed name of at most `MAX_NAME_LEN` bytes,
+//! whose key (lower-cased name, type, class, DO, CD) is in the answers map
+//! with an answer that has not expired and fits the client's UDP size.
+//! Anything else is passed unchanged and counted under the first reason
+//! that applied.
+//!
+//! The answer is the entry's header bits and sections behind the query's
+//! own ID, RD, CD and question bytes, its TTLs set to the seconds left, and
+//! our OPT when the query had one: the bytes the daemon renders from the
+//! same entry.
 
 use aya_ebpf::{
     bindings::xdp_action,
-    btf_maps::{Array, HashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
     helpers::generated::{
         bpf_ktime_get_ns, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
     },
@@ -19,40 +28,54 @@ use aya_ebpf::{
 };
 use spartan_common::{
     ANSWER_NEEDS_HEARTBEAT, ANSWERS_MAX_ENTRIES, AnswerKey, AnswerValue, Counter, EDNS_UDP_SIZE,
-    HEARTBEAT_MAX_AGE_NS, LISTEN_ADDRS_MAX_ENTRIES, MAX_ADDRS, MAX_NAME_LEN, QTYPE_A,
+    HEARTBEAT_MAX_AGE_NS, INTERFACES_MAX_ENTRIES, Interface, KEY_CD, KEY_DO,
+    LISTEN_ADDRS_MAX_ENTRIES, MAX_NAME_LEN, MAX_TTLS, SECTIONS_MAX,
 };
 
 use crate::checksum;
 
-/// The records answered in the kernel, written by the daemon's zone model.
+/// Every answer the kernel gives, written by the daemon (its local names
+/// and its answer cache).
 #[btf_map]
-static SPARTAN_ANSWERS: HashMap<AnswerKey, AnswerValue, { ANSWERS_MAX_ENTRIES as usize }> =
-    HashMap::new();
+static SPARTAN_ANSWERS: LruHashMap<AnswerKey, AnswerValue, { ANSWERS_MAX_ENTRIES as usize }> =
+    LruHashMap::new();
 
 /// Spartan's listen addresses (wire bytes) -> 1.
 #[btf_map]
 static SPARTAN_LISTEN_ADDRS: HashMap<[u8; 4], u8, { LISTEN_ADDRS_MAX_ENTRIES as usize }> =
     HashMap::new();
 
+/// Interfaces the program is attached to: index -> hardware address.
+#[btf_map]
+static SPARTAN_INTERFACES: HashMap<u32, Interface, { INTERFACES_MAX_ENTRIES as usize }> =
+    HashMap::new();
+
 /// Index 0: CLOCK_MONOTONIC ns of the daemon's last heartbeat.
 #[btf_map]
 static SPARTAN_HEARTBEAT: Array<u64, 1> = Array::new();
 
-/// Per-CPU scratch space: the buffers of one answer are too large for the
-/// 512-byte BPF stack.
+/// Per-CPU counters, indexed by `Counter`.
+#[btf_map]
+static SPARTAN_COUNTERS: PerCpuArray<u64, { Counter::COUNT as usize }> = PerCpuArray::new();
+
+/// The DNS port, host byte order; set by the loader from `dns_port`.
+#[unsafe(no_mangle)]
+static SPARTAN_DNS_PORT: u16 = 53;
+
+/// Per-CPU scratch space: the key and buffers of one answer are too large
+/// for the 512-byte BPF stack.
 #[btf_map]
 static SPARTAN_SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
 
-#[repr(C)]
+#[repr(C, align(8))]
 pub struct Scratch {
-    /// The frame's headers, rewritten into the answer's.
-    hdr: [u8; HEADERS_LEN],
-    /// Lower-cased question name and type: the answers map key.
+    /// Lower-cased question name, type, class, DO and CD: the map key.
+    /// First, so that its name is 8-byte aligned for the word loop.
     key: AnswerKey,
-    /// The question name as the client sent it.
-    raw: [u8; MAX_NAME_LEN],
-    /// Everything after the name in the answer.
-    tail: [u8; TAIL_BUF],
+    /// The question name as the client sent it, zero after its end.
+    raw: [u64; NAME_WORDS],
+    /// The frame's headers, rewritten into the answer's.
+    hdr: [u8; HEADERS_BUF],
     /// Offset of the next label length byte in the name walk.
     next_label: u32,
     /// Length of the question name, terminating zero included.
@@ -61,8 +84,11 @@ pub struct Scratch {
     opt_at: u32,
 }
 
+const NAME_WORDS: usize = MAX_NAME_LEN / 8;
+const _: () = assert!(MAX_NAME_LEN % 8 == 0);
+
 // Loop state lives in the scratch map and is accessed with volatile reads:
-// the verifier never tracks the contents of a map value, so the 48 possible
+// the verifier never tracks the contents of a map value, so the possible
 // name lengths (and label layouts) do not each become a separate path
 // through the rest of the program. Every use below is bounds-checked again.
 #[inline(always)]
@@ -75,38 +101,36 @@ fn put(field: &mut u32, value: usize) {
     unsafe { core::ptr::write_volatile(field, value as u32) }
 }
 
-/// Per-CPU counters, indexed by `Counter`.
-#[btf_map]
-static SPARTAN_COUNTERS: PerCpuArray<u64, { Counter::COUNT as usize }> = PerCpuArray::new();
-
 const ETH_LEN: usize = 14;
 const IPV4_LEN: usize = 20;
 const UDP_LEN: usize = 8;
 const DNS_HEADER_LEN: usize = 12;
 /// Ethernet + IPv4 (no options) + UDP + DNS header.
 const HEADERS_LEN: usize = ETH_LEN + IPV4_LEN + UDP_LEN + DNS_HEADER_LEN;
+/// Rounded up to a multiple of 4 for `bpf_csum_diff`-sized copies.
+const HEADERS_BUF: usize = (HEADERS_LEN + 3) / 4 * 4;
 const IP_OFF: usize = ETH_LEN;
 const UDP_OFF: usize = ETH_LEN + IPV4_LEN;
 const DNS_OFF: usize = UDP_OFF + UDP_LEN;
 const QNAME_OFF: usize = HEADERS_LEN;
 
 const OPT_RR_LEN: usize = 11;
-const ANSWER_RR_LEN: usize = 16;
-/// QTYPE+QCLASS, the answers, and an OPT record: everything after the name.
-const TAIL_MAX: usize = 4 + MAX_ADDRS * ANSWER_RR_LEN + OPT_RR_LEN;
-/// Rounded up to a multiple of 4 for `bpf_csum_diff`.
-const TAIL_BUF: usize = (TAIL_MAX + 3) / 4 * 4;
-
 const DNS_TYPE_OPT: u16 = 41;
 /// EDNS options walked in a query; a query with more goes to userspace.
 const MAX_EDNS_OPTIONS: usize = 8;
+/// Largest UDP reply a client without EDNS takes.
+const CLASSIC_UDP_SIZE: usize = 512;
+const NS_PER_S: u64 = 1_000_000_000;
 
 #[xdp]
 pub fn spartan(ctx: XdpContext) -> u32 {
     count(Counter::Packets);
     match try_answer(&ctx) {
-        Ok(()) => {
+        Ok(from_cache) => {
             count(Counter::Answered);
+            if from_cache {
+                count(Counter::AnsweredFromCache);
+            }
             xdp_action::XDP_TX
         }
         Err(reason) => {
@@ -114,6 +138,12 @@ pub fn spartan(ctx: XdpContext) -> u32 {
             xdp_action::XDP_PASS
         }
     }
+}
+
+/// The floor of the benchmark: a program that does nothing at all.
+#[xdp]
+pub fn spartan_floor(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
 }
 
 #[inline(always)]
@@ -124,7 +154,7 @@ fn count(counter: Counter) {
     }
 }
 
-/// Copies `N` bytes at `offset` of the frame to the stack.
+/// Copies `N` bytes at `offset` of the frame to `buf`.
 #[inline(always)]
 fn load<const N: usize>(ctx: &XdpContext, offset: usize, buf: &mut [u8; N]) -> Result<(), Counter> {
     // The helper checks the bounds against the frame itself.
@@ -138,56 +168,111 @@ fn load<const N: usize>(ctx: &XdpContext, offset: usize, buf: &mut [u8; N]) -> R
 }
 
 #[inline(always)]
+fn store(ctx: &XdpContext, offset: usize, from: *const u8, len: usize) -> Result<(), Counter> {
+    let ret = unsafe { bpf_xdp_store_bytes(ctx.ctx, offset as u32, from as *mut _, len as u32) };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(Counter::PassBuildFailed)
+    }
+}
+
+#[inline(always)]
 fn be16(hi: u8, lo: u8) -> u16 {
     ((hi as u16) << 8) | lo as u16
 }
 
-fn try_answer(ctx: &XdpContext) -> Result<(), Counter> {
-    let frame_len = ctx.data_end() - ctx.data();
-
-    // Ethernet and IPv4: a short frame cannot be ours; let the stack judge it.
-    if frame_len < ETH_LEN {
-        return Err(Counter::PassNotIpv4);
-    }
-    if frame_len < HEADERS_LEN {
-        // Too short for a DNS query over UDP/IPv4; classify as best we can.
-        let mut eth = [0u8; ETH_LEN];
-        load(ctx, 0, &mut eth)?;
-        return Err(if eth[12] != 0x08 || eth[13] != 0x00 {
-            Counter::PassNotIpv4
-        } else {
+/// The first checks read the frame in place: a frame that is not DNS for
+/// us costs a few loads and compares, no helper call.
+#[inline(always)]
+fn classify(ctx: &XdpContext) -> Result<(), Counter> {
+    let data = ctx.data();
+    let end = ctx.data_end();
+    if data + HEADERS_LEN > end {
+        if data + ETH_LEN > end {
+            return Err(Counter::PassNotIpv4);
+        }
+        let p = data as *const u8;
+        // SAFETY: the 14 Ethernet bytes are inside the frame (checked).
+        let ipv4 = unsafe { *p.add(12) == 0x08 && *p.add(13) == 0x00 };
+        return Err(if ipv4 {
             Counter::PassMalformed
+        } else {
+            Counter::PassNotIpv4
         });
     }
+    let p = data as *const u8;
+    // SAFETY: HEADERS_LEN bytes are inside the frame (checked above).
+    let b = |i: usize| unsafe { *p.add(i) };
+    if b(12) != 0x08 || b(13) != 0x00 || b(IP_OFF) >> 4 != 4 {
+        return Err(Counter::PassNotIpv4);
+    }
+    // IHL other than 5 means IP options; MF or a fragment offset means a fragment.
+    if b(IP_OFF) & 0x0f != 5 || (b(IP_OFF + 6) & 0x3f) != 0 || b(IP_OFF + 7) != 0 {
+        return Err(Counter::PassIpOptionsOrFragment);
+    }
+    let port = unsafe { core::ptr::read_volatile(&SPARTAN_DNS_PORT) };
+    if b(IP_OFF + 9) != 17 || be16(b(UDP_OFF + 2), b(UDP_OFF + 3)) != port {
+        return Err(Counter::PassNotUdpDns);
+    }
+    let dst = [
+        b(IP_OFF + 16),
+        b(IP_OFF + 17),
+        b(IP_OFF + 18),
+        b(IP_OFF + 19),
+    ];
+    // SAFETY: the value is a plain byte, read only.
+    if unsafe { SPARTAN_LISTEN_ADDRS.get(&dst) }.is_none() {
+        return Err(Counter::PassNotOurAddress);
+    }
+    count(Counter::QueriesForUs);
+    // Only frames sent to this interface's own address: a broadcast or
+    // another host's frame seen here must not get an answer from us.
+    let ifindex = ctx.ingress_ifindex() as u32;
+    // SAFETY: plain data, copied out.
+    let Some(iface) = (unsafe { SPARTAN_INTERFACES.get(&ifindex) }).copied() else {
+        return Err(Counter::PassNotOurMac);
+    };
+    let mut m = 0;
+    while m < 6 {
+        if b(m) != iface.mac[m] {
+            return Err(Counter::PassNotOurMac);
+        }
+        m += 1;
+    }
+    // An answer to one of these would go nowhere, or to someone who did
+    // not ask (a spoofed broadcast source reflects to the whole segment).
+    let s0 = b(IP_OFF + 12);
+    let src_all = |v: u8| {
+        b(IP_OFF + 12) == v && b(IP_OFF + 13) == v && b(IP_OFF + 14) == v && b(IP_OFF + 15) == v
+    };
+    if src_all(0)
+        || src_all(0xff)
+        || s0 & 0xf0 == 0xe0
+        || (s0 == 127 && iface.loopback == 0)
+        || (b(UDP_OFF) == 0 && b(UDP_OFF + 1) == 0)
+    {
+        return Err(Counter::PassBadSource);
+    }
+    Ok(())
+}
+
+/// Ok(true) for an answer from the cache, Ok(false) for a local name.
+fn try_answer(ctx: &XdpContext) -> Result<bool, Counter> {
+    classify(ctx)?;
+    let frame_len = ctx.data_end() - ctx.data();
     let Some(scratch) = SPARTAN_SCRATCH.get_ptr_mut(0) else {
         return Err(Counter::PassBuildFailed);
     };
     // SAFETY: the per-CPU slot belongs to this program run alone.
     let s = unsafe { &mut *scratch };
     let hdr = &mut s.hdr;
-    load(ctx, 0, hdr)?;
-    if hdr[12] != 0x08 || hdr[13] != 0x00 {
-        return Err(Counter::PassNotIpv4);
+    // SAFETY: HEADERS_LEN <= HEADERS_BUF; the helper checks the frame.
+    if unsafe { bpf_xdp_load_bytes(ctx.ctx, 0, hdr.as_mut_ptr().cast(), HEADERS_LEN as u32) } != 0 {
+        return Err(Counter::PassMalformed);
     }
     let ip = IP_OFF;
-    if hdr[ip] >> 4 != 4 {
-        return Err(Counter::PassNotIpv4);
-    }
-    // IHL other than 5 means IP options; MF or a fragment offset means a fragment.
-    if hdr[ip] & 0x0f != 5 || (hdr[ip + 6] & 0x3f) != 0 || hdr[ip + 7] != 0 {
-        return Err(Counter::PassIpOptionsOrFragment);
-    }
     let udp = UDP_OFF;
-    if hdr[ip + 9] != 17 || hdr[udp + 2] != 0 || hdr[udp + 3] != 53 {
-        return Err(Counter::PassNotUdp53);
-    }
-    let dst = [hdr[ip + 16], hdr[ip + 17], hdr[ip + 18], hdr[ip + 19]];
-    // SAFETY: the value is a plain byte, read only.
-    if unsafe { SPARTAN_LISTEN_ADDRS.get(&dst) }.is_none() {
-        return Err(Counter::PassNotOurAddress);
-    }
-    count(Counter::QueriesForUs);
-
     // IP total length must cover UDP + DNS header and fit in the frame
     // (Ethernet padding after it is allowed); UDP length must match it.
     let ip_total = be16(hdr[ip + 2], hdr[ip + 3]) as usize;
@@ -218,64 +303,20 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Counter> {
         return Err(Counter::PassMalformed);
     }
 
-    // The question name, copied to the scratch buffer in one helper call. A
-    // name shorter than `want` leaves the question's type and class after
-    // it; nothing past `want` is ever read.
-    let raw = &mut s.raw;
+    // The question name, copied in one helper call. A name shorter than
+    // `want` leaves the question's type and class after it; nothing past
+    // `want` is ever read.
     let name_room = msg_end - QNAME_OFF;
     let mut want = MAX_NAME_LEN;
     if name_room < want {
         want = name_room;
     }
-    if !load_name(ctx, want, raw) {
+    if !load_name(ctx, want, &mut s.raw) {
         return Err(Counter::PassMalformed);
     }
-    // Walk the labels, hopping from length byte to length byte (a label is
-    // at least two bytes, so MAX_NAME_LEN / 2 hops reach any name that fits).
-    put(&mut s.next_label, 0);
-    put(&mut s.name_len, 0);
-    let mut hop = 0;
-    while hop < MAX_NAME_LEN / 2 {
-        let at = get(&s.next_label);
-        if at >= want || at >= MAX_NAME_LEN {
-            // The message ended inside the name (truncated), or the name is
-            // longer than the kernel handles (userspace answers it).
-            return Err(if want < MAX_NAME_LEN {
-                Counter::PassMalformed
-            } else {
-                Counter::PassNameNotInMap
-            });
-        }
-        let len = raw[at];
-        if len == 0 {
-            put(&mut s.name_len, at + 1);
-            break;
-        }
-        // 0b11 is a compression pointer, 0b01/0b10 are extended label
-        // types: none belongs in a query's question.
-        if len & 0xc0 != 0 {
-            return Err(Counter::PassMalformed);
-        }
-        put(&mut s.next_label, at + 1 + len as usize);
-        hop += 1;
-    }
-    let name_len = get(&s.name_len);
-    if name_len == 0 || name_len > MAX_NAME_LEN {
-        return Err(Counter::PassNameNotInMap);
-    }
-    // The map key is the name lower-cased (length bytes, 1..=63, are below
-    // 'A' and stay as they are), zero padded; the bytes after the name are
-    // zeroed in `raw` too, so that the checksum below sums the name alone.
+    let name_len = walk_name(&s.raw, &mut s.next_label, &mut s.name_len, want)?;
     let key = &mut s.key;
-    key.qtype = QTYPE_A;
-    key.pad = 0;
-    let mut i = 0usize;
-    while i < MAX_NAME_LEN {
-        let b = if i < name_len { raw[i] } else { 0 };
-        raw[i] = b;
-        key.name[i] = b.to_ascii_lowercase();
-        i += 1;
-    }
+    lower_into(&mut key.name, &mut s.raw, name_len);
 
     let q_fixed = QNAME_OFF + name_len;
     let question_end = q_fixed + 4;
@@ -284,140 +325,195 @@ fn try_answer(ctx: &XdpContext) -> Result<(), Counter> {
     }
     let mut qfix = [0u8; 4];
     load(ctx, q_fixed, &mut qfix)?;
-    let qtype = be16(qfix[0], qfix[1]);
-    let qclass = be16(qfix[2], qfix[3]);
-    if qtype != QTYPE_A || qclass != 1 {
-        return Err(Counter::PassNotAIn);
-    }
+    key.qtype = be16(qfix[0], qfix[1]);
+    key.qclass = be16(qfix[2], qfix[3]);
+    key.pad = 0;
 
     // EDNS: the one additional record must be an OPT of version 0 that ends
     // the message exactly.
+    let mut edns = false;
     let mut do_bit = false;
+    let mut client_size = CLASSIC_UDP_SIZE;
     if arcount == 1 {
         if question_end + OPT_RR_LEN > msg_end {
             return Err(Counter::PassMalformed);
         }
         let mut opt = [0u8; OPT_RR_LEN];
         load(ctx, question_end, &mut opt)?;
-        if opt[0] != 0 || be16(opt[1], opt[2]) != DNS_TYPE_OPT {
-            return Err(Counter::PassUnsupportedEdns);
-        }
-        if opt[6] != 0 {
+        if opt[0] != 0 || be16(opt[1], opt[2]) != DNS_TYPE_OPT || opt[6] != 0 {
             return Err(Counter::PassUnsupportedEdns);
         }
         let rdlen = be16(opt[9], opt[10]) as usize;
         if question_end + OPT_RR_LEN + rdlen != msg_end {
             return Err(Counter::PassMalformed);
         }
+        edns = true;
         do_bit = opt[7] & 0x80 != 0;
+        let size = be16(opt[3], opt[4]) as usize;
+        if size > client_size {
+            client_size = size;
+        }
         check_edns_options(ctx, &mut s.opt_at, question_end + OPT_RR_LEN, msg_end)?;
     } else if question_end != msg_end {
         // Trailing bytes inside the UDP payload: not a query shape we answer.
         return Err(Counter::PassMalformed);
     }
+    let cd = hdr[dns + 3] & 0x10 != 0;
+    key.flags = if do_bit { KEY_DO } else { 0 } | if cd { KEY_CD } else { 0 };
 
-    // SAFETY: the value is copied out at once; userspace replaces entries
-    // whole, so a concurrent update yields the old or the new value.
-    let value: AnswerValue = match unsafe { SPARTAN_ANSWERS.get(&*key) } {
-        Some(v) => *v,
-        None => return Err(Counter::PassNameNotInMap),
+    // SAFETY: read through a pointer into the map value; userspace replaces
+    // entries whole (an update swaps in a new element), so the fields read
+    // here belong to one answer.
+    let Some(v) = SPARTAN_ANSWERS.get_ptr(&*key) else {
+        return Err(Counter::PassNotInMap);
     };
-    if value.flags & ANSWER_NEEDS_HEARTBEAT != 0 && !heartbeat_fresh() {
+    let v = unsafe { &*v };
+    let expires = v.expires_ns;
+    let mut ttl: u32 = 0;
+    if expires != 0 {
+        let now = unsafe { bpf_ktime_get_ns() };
+        if now >= expires {
+            return Err(Counter::PassExpired);
+        }
+        // Rounded up: an answer that has not expired says at least 1 s.
+        ttl = ((expires - now + NS_PER_S - 1) / NS_PER_S) as u32;
+    }
+    if v.flags & ANSWER_NEEDS_HEARTBEAT != 0 && !heartbeat_fresh() {
         return Err(Counter::PassStaleHeartbeat);
     }
-    let mut answers = value.count as usize;
-    if answers > MAX_ADDRS {
-        answers = MAX_ADDRS;
+    let sections_len = v.sections_len as usize;
+    if sections_len == 0 || sections_len > SECTIONS_MAX {
+        return Err(Counter::PassNotInMap);
     }
-    if answers == 0 {
-        return Err(Counter::PassNameNotInMap);
-    }
-
-    // Everything after the name: QTYPE/QCLASS, the A records, the OPT.
-    // Every byte up to `tail_len` is written below, and the few after it
-    // that the 4-byte-aligned checksum reads are zeroed there.
-    let tail = &mut s.tail;
-    tail[0] = 0;
-    tail[1] = 1;
-    tail[2] = 0;
-    tail[3] = 1;
-    let ttl = value.ttl.to_be_bytes();
-    let mut a = 0usize;
-    while a < MAX_ADDRS {
-        if a >= answers {
-            break;
-        }
-        let o = 4 + a * ANSWER_RR_LEN;
-        // A pointer to the question name at offset 12 of the message.
-        tail[o] = 0xc0;
-        tail[o + 1] = 0x0c;
-        tail[o + 2] = 0;
-        tail[o + 3] = 1; // TYPE A
-        tail[o + 4] = 0;
-        tail[o + 5] = 1; // CLASS IN
-        tail[o + 6] = ttl[0];
-        tail[o + 7] = ttl[1];
-        tail[o + 8] = ttl[2];
-        tail[o + 9] = ttl[3];
-        tail[o + 10] = 0;
-        tail[o + 11] = 4; // RDLENGTH
-        let addr = value.addrs[a];
-        tail[o + 12] = addr[0];
-        tail[o + 13] = addr[1];
-        tail[o + 14] = addr[2];
-        tail[o + 15] = addr[3];
-        a += 1;
-    }
-    let mut tail_len = 4 + answers * ANSWER_RR_LEN;
-    if arcount == 1 {
-        write_opt(tail, tail_len, do_bit);
-        tail_len += OPT_RR_LEN;
-    }
-    if tail_len > TAIL_MAX {
-        return Err(Counter::PassBuildFailed);
+    let opt_len = if edns { OPT_RR_LEN } else { 0 };
+    let payload_len = DNS_HEADER_LEN + name_len + 4 + sections_len + opt_len;
+    if payload_len > client_size {
+        return Err(Counter::PassTooBig);
     }
 
-    let payload_len = DNS_HEADER_LEN + name_len + tail_len;
     let new_frame_len = DNS_OFF + payload_len;
     let delta = new_frame_len as i64 - frame_len as i64;
     if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta as i32) } != 0 {
         return Err(Counter::PassBuildFailed);
     }
 
-    // From here on the frame is ours: it is rewritten and sent back.
-    rewrite_headers(hdr, payload_len, answers, arcount == 1);
-    // bpf_csum_diff sums whole 32-bit words: zero the bytes up to the next
-    // multiple of four after the tail.
-    let tail_sum_len = (tail_len + 3) & !3;
-    let mut z = tail_len;
-    while z < TAIL_MAX + 3 {
-        if z >= tail_sum_len || z >= TAIL_BUF {
+    // From here on the frame is ours: it is rewritten and sent back. A
+    // failed store cannot happen while the bounds above hold; were it to,
+    // the frame is no longer the query and the stack drops it (counted).
+    let arcount_out = v.arcount + edns as u16;
+    rewrite_headers(hdr, payload_len, v, arcount_out);
+    store(ctx, question_end, v.sections.as_ptr(), sections_len)?;
+    let ttl_be = ttl.to_be_bytes();
+    let mut ttls = v.ttl_count as usize;
+    if ttls > MAX_TTLS {
+        ttls = MAX_TTLS;
+    }
+    let mut k = 0;
+    while k < MAX_TTLS {
+        if k >= ttls {
             break;
         }
-        tail[z] = 0;
-        z += 1;
+        // Offsets come from userspace: masked so that the verifier sees a
+        // bound; the helper checks them against the frame.
+        let at = (v.ttl_at[k] as usize) & 0x1ff;
+        store(ctx, question_end + at, ttl_be.as_ptr(), 4)?;
+        k += 1;
     }
-    let udp_sum = udp_checksum(hdr, raw, tail, tail_sum_len, name_len);
+    let mut opt_rr = [0u8; 12];
+    if edns {
+        write_opt(&mut opt_rr, do_bit);
+        store(
+            ctx,
+            question_end + sections_len,
+            opt_rr.as_ptr(),
+            OPT_RR_LEN,
+        )?;
+    }
+
+    let udp_sum = udp_checksum(hdr, &s.raw, qfix, v, ttl, &opt_rr, name_len, opt_len);
     hdr[udp + 6] = (udp_sum >> 8) as u8;
     hdr[udp + 7] = udp_sum as u8;
+    store(ctx, 0, hdr.as_ptr(), HEADERS_LEN)?;
+    Ok(expires != 0)
+}
 
-    let stored_hdr =
-        unsafe { bpf_xdp_store_bytes(ctx.ctx, 0, hdr.as_mut_ptr().cast(), HEADERS_LEN as u32) };
-    let stored_tail = unsafe {
-        bpf_xdp_store_bytes(
-            ctx.ctx,
-            q_fixed as u32,
-            tail.as_mut_ptr().cast(),
-            tail_len as u32,
-        )
-    };
-    if stored_hdr != 0 || stored_tail != 0 {
-        // The tail was already adjusted: the frame is no longer the query,
-        // and the stack will drop it as malformed. Count it; it cannot happen
-        // while the bounds above hold.
-        return Err(Counter::PassBuildFailed);
+/// Walks the labels of the name in `s.raw` (`want` bytes loaded), hopping
+/// from length byte to length byte (a label is at least two bytes, so
+/// MAX_NAME_LEN / 2 hops reach any name that fits); the name's length.
+#[inline(always)]
+fn walk_name(
+    raw: &[u64; NAME_WORDS],
+    next_label: &mut u32,
+    name_len: &mut u32,
+    want: usize,
+) -> Result<usize, Counter> {
+    put(next_label, 0);
+    put(name_len, 0);
+    let mut hop = 0;
+    while hop < MAX_NAME_LEN / 2 {
+        let at = get(next_label);
+        if at >= want || at >= MAX_NAME_LEN {
+            // The message ended inside the name (truncated), or the name is
+            // longer than the kernel handles (userspace answers it).
+            return Err(if want < MAX_NAME_LEN {
+                Counter::PassMalformed
+            } else {
+                Counter::PassNotInMap
+            });
+        }
+        let len = name_byte(raw, at);
+        if len == 0 {
+            put(name_len, at + 1);
+            break;
+        }
+        // 0b11 is a compression pointer, 0b01/0b10 are extended label
+        // types: none belongs in a query's question.
+        if len & 0xc0 != 0 {
+            return Err(Counter::PassMalformed);
+        }
+        put(next_label, at + 1 + len as usize);
+        hop += 1;
     }
-    Ok(())
+    let len = get(name_len);
+    if len == 0 || len > MAX_NAME_LEN {
+        return Err(Counter::PassNotInMap);
+    }
+    Ok(len)
+}
+
+#[inline(always)]
+fn name_byte(raw: &[u64; NAME_WORDS], at: usize) -> u8 {
+    let word = raw[(at / 8) % NAME_WORDS];
+    (word >> ((at % 8) * 8)) as u8
+}
+
+/// Copies the name to the key lower-cased, eight bytes at a time, and zeroes
+/// both after its end (the key must be zero padded; `raw` is summed into the
+/// checksum). Length bytes (1..=63) are below 'A' and stay as they are.
+#[inline(always)]
+fn lower_into(key: &mut [u8; MAX_NAME_LEN], raw: &mut [u64; NAME_WORDS], name_len: usize) {
+    let out = key.as_mut_ptr() as *mut u64;
+    let mut w = 0;
+    while w < NAME_WORDS {
+        let start = w * 8;
+        let mut x = raw[w];
+        if start >= name_len {
+            x = 0;
+        } else if start + 8 > name_len {
+            // Little-endian: the first bytes of the name are the low ones.
+            x &= (1u64 << ((name_len - start) * 8)) - 1;
+        }
+        raw[w] = x;
+        // SWAR ASCII lower-casing: 0x80 marks each byte in 'A'..='Z'.
+        let heptets = x & 0x7f7f_7f7f_7f7f_7f7f;
+        let above_z = heptets.wrapping_add(0x2525_2525_2525_2525); // > 'Z' sets bit 7
+        let from_a = heptets.wrapping_add(0x3f3f_3f3f_3f3f_3f3f); // >= 'A' sets bit 7
+        let upper = from_a & !above_z & !x & 0x8080_8080_8080_8080;
+        // SAFETY: the key is the first field of the 8-aligned scratch value,
+        // its name the key's first field; `w` < MAX_NAME_LEN / 8.
+        unsafe { out.add(w).write(x | (upper >> 2)) };
+        w += 1;
+    }
 }
 
 /// The OPT record's options must be well-formed TLVs that end exactly at
@@ -457,7 +553,7 @@ fn check_edns_options(
 
 /// Loads `want` (1..=MAX_NAME_LEN) bytes of the question name.
 #[inline(always)]
-fn load_name(ctx: &XdpContext, want: usize, raw: &mut [u8; MAX_NAME_LEN]) -> bool {
+fn load_name(ctx: &XdpContext, want: usize, raw: &mut [u64; NAME_WORDS]) -> bool {
     if want == 0 || want > MAX_NAME_LEN {
         return false;
     }
@@ -482,31 +578,28 @@ fn heartbeat_fresh() -> bool {
     beat != 0 && now.saturating_sub(beat) <= HEARTBEAT_MAX_AGE_NS
 }
 
-/// Appends an OPT record at `at`: root name, UDP size 1232, version 0, the
-/// DO bit copied from the query, no options.
+/// Our OPT record: root name, UDP size 1232, version 0, the DO bit copied
+/// from the query, no options (the daemon writes the same bytes).
 #[inline(always)]
-fn write_opt(tail: &mut [u8; TAIL_BUF], at: usize, do_bit: bool) {
-    // `at` is at most 4 + MAX_ADDRS * 16, so the record fits in the buffer.
-    if at + OPT_RR_LEN > TAIL_BUF {
-        return;
-    }
+fn write_opt(opt: &mut [u8; 12], do_bit: bool) {
     let size = EDNS_UDP_SIZE.to_be_bytes();
-    tail[at] = 0;
-    tail[at + 1] = 0;
-    tail[at + 2] = DNS_TYPE_OPT as u8;
-    tail[at + 3] = size[0];
-    tail[at + 4] = size[1];
-    tail[at + 5] = 0; // extended RCODE
-    tail[at + 6] = 0; // version
-    tail[at + 7] = if do_bit { 0x80 } else { 0 };
-    tail[at + 8] = 0;
-    tail[at + 9] = 0; // RDLENGTH
-    tail[at + 10] = 0;
+    opt[0] = 0;
+    opt[1] = 0;
+    opt[2] = DNS_TYPE_OPT as u8;
+    opt[3] = size[0];
+    opt[4] = size[1];
+    opt[5] = 0; // extended RCODE
+    opt[6] = 0; // version
+    opt[7] = if do_bit { 0x80 } else { 0 };
+    opt[8] = 0;
+    opt[9] = 0; // RDLENGTH
+    opt[10] = 0;
+    opt[11] = 0; // not sent: rounds the record up for the checksum
 }
 
 /// Turns the saved headers of the query into those of the answer.
 #[inline(always)]
-fn rewrite_headers(hdr: &mut [u8; HEADERS_LEN], payload_len: usize, answers: usize, opt: bool) {
+fn rewrite_headers(hdr: &mut [u8; HEADERS_BUF], payload_len: usize, v: &AnswerValue, arcount: u16) {
     let mut i = 0;
     while i < 6 {
         hdr.swap(i, i + 6);
@@ -538,28 +631,39 @@ fn rewrite_headers(hdr: &mut [u8; HEADERS_LEN], payload_len: usize, answers: usi
     hdr[udp + 7] = 0;
 
     let dns = DNS_OFF;
-    // QR=1, OPCODE=0, AA=1, TC=0, RD copied; RA=1, Z/AD/CD=0, RCODE=0.
-    hdr[dns + 2] = 0x80 | 0x04 | (hdr[dns + 2] & 0x01);
-    hdr[dns + 3] = 0x80;
+    // The entry's QR, AA, RA, AD and RCODE; the query's RD and CD.
+    let flags = v.header_flags.to_be_bytes();
+    hdr[dns + 2] = flags[0] | (hdr[dns + 2] & 0x01);
+    hdr[dns + 3] = flags[1] | (hdr[dns + 3] & 0x10);
     hdr[dns + 4] = 0;
     hdr[dns + 5] = 1;
-    hdr[dns + 6] = 0;
-    hdr[dns + 7] = answers as u8;
-    hdr[dns + 8] = 0;
-    hdr[dns + 9] = 0;
-    hdr[dns + 10] = 0;
-    hdr[dns + 11] = opt as u8;
+    let an = v.ancount.to_be_bytes();
+    let ns = v.nscount.to_be_bytes();
+    let ar = arcount.to_be_bytes();
+    hdr[dns + 6] = an[0];
+    hdr[dns + 7] = an[1];
+    hdr[dns + 8] = ns[0];
+    hdr[dns + 9] = ns[1];
+    hdr[dns + 10] = ar[0];
+    hdr[dns + 11] = ar[1];
 }
 
-/// The UDP checksum of the answer: pseudo-header, UDP header, DNS header,
-/// name (client's own bytes) and tail. A result of zero is sent as 0xffff.
+/// The UDP checksum of the answer: pseudo-header, UDP and DNS headers, the
+/// question (the client's own bytes), the sections with their TTLs, the
+/// OPT. The sections are not summed here: userspace stored their sum with
+/// the TTL fields zero, and each TTL field adds the same two words. A
+/// result of zero is sent as 0xffff.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn udp_checksum(
-    hdr: &[u8; HEADERS_LEN],
-    name: &[u8; MAX_NAME_LEN],
-    tail: &[u8; TAIL_BUF],
-    tail_sum_len: usize,
+    hdr: &[u8; HEADERS_BUF],
+    name: &[u64; NAME_WORDS],
+    qfix: [u8; 4],
+    v: &AnswerValue,
+    ttl: u32,
+    opt: &[u8; 12],
     name_len: usize,
+    opt_len: usize,
 ) -> u16 {
     let ip = IP_OFF;
     let udp = UDP_OFF;
@@ -569,9 +673,33 @@ fn udp_checksum(
     sum += 17;
     sum += ((hdr[udp + 4] as u32) << 8) | hdr[udp + 5] as u32;
     sum = checksum::add_range(sum, hdr, udp, UDP_LEN + DNS_HEADER_LEN);
-    // The name starts at message offset 12 (even); the tail follows it.
-    sum += checksum::block(name) as u32;
-    sum += checksum::at_offset(checksum::prefix(tail, tail_sum_len), name_len % 2 == 1);
+    // The name starts at message offset 12 (even), zero padded after it.
+    // SAFETY: a [u64; N] is N * 8 bytes.
+    let name_bytes: &[u8; MAX_NAME_LEN] = unsafe { &*(name.as_ptr() as *const [u8; MAX_NAME_LEN]) };
+    sum += checksum::block(name_bytes) as u32;
+    // Everything after the name starts at an odd offset when its length is.
+    let odd = name_len % 2 == 1;
+    let fixed = ((qfix[0] as u32) << 8 | qfix[1] as u32) + ((qfix[2] as u32) << 8 | qfix[3] as u32);
+    sum += checksum::at_offset(checksum::fold(fixed), odd);
+    sum += checksum::at_offset(v.sections_sum, odd);
+    // Each TTL field adds its two words, swapped at an odd offset within
+    // the sections.
+    let t = checksum::fold((ttl >> 16) + (ttl & 0xffff)) as u32;
+    let mut even_ttls = v.ttl_parity[0] as u32;
+    let mut odd_ttls = v.ttl_parity[1] as u32;
+    if even_ttls > MAX_TTLS as u32 {
+        even_ttls = MAX_TTLS as u32;
+    }
+    if odd_ttls > MAX_TTLS as u32 {
+        odd_ttls = MAX_TTLS as u32;
+    }
+    let ttls = even_ttls * t + odd_ttls * (t as u16).swap_bytes() as u32;
+    sum += checksum::at_offset(checksum::fold(ttls), odd);
+    if opt_len != 0 {
+        let opt_odd = (name_len + v.sections_len as usize) % 2 == 1;
+        let opt_sum = checksum::fold(checksum::add_range(0, opt, 0, 12));
+        sum += checksum::at_offset(opt_sum, opt_odd);
+    }
     let csum = !checksum::fold(sum);
     if csum == 0 { 0xffff } else { csum }
 }

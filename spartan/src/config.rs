@@ -79,6 +79,7 @@ pub struct FileConfig {
     pub masters: Option<MastersFile>,
     pub xdp: Option<XdpFile>,
     pub http: Option<HttpFile>,
+    pub cache: Option<CacheFile>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -121,6 +122,76 @@ pub struct XdpFile {
     pub detach_on_exit: Option<bool>,
 }
 
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheFile {
+    /// Cache forwarded answers at all (`false`: every query goes upstream).
+    pub enabled: Option<bool>,
+    /// Entries kept at most.
+    pub max_entries: Option<usize>,
+    /// Bytes of answers kept at most.
+    pub max_bytes: Option<usize>,
+    /// Longest TTL a cached answer keeps.
+    pub max_ttl_s: Option<u32>,
+    /// ... for `*.mesos` (Mesos-DNS records move with tasks).
+    pub mesos_max_ttl_s: Option<u32>,
+    /// Longest TTL of a negative answer (NXDOMAIN, NODATA).
+    pub negative_ttl_s: Option<u32>,
+    /// How long past its expiry an answer may still be served when every
+    /// upstream fails (RFC 8767); 0 turns serve-stale off.
+    pub stale_max_s: Option<u32>,
+}
+
+/// The answer cache's settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    pub max_entries: usize,
+    pub max_bytes: usize,
+    pub max_ttl_s: u32,
+    pub mesos_max_ttl_s: u32,
+    pub negative_ttl_s: u32,
+    pub stale_max_s: u32,
+}
+
+impl CacheConfig {
+    fn from_file(file: &CacheFile) -> Result<Self, ConfigError> {
+        let c = Self {
+            enabled: file.enabled.unwrap_or(true),
+            max_entries: file
+                .max_entries
+                .unwrap_or(spartan_common::KERNEL_MIRROR_MAX),
+            max_bytes: file.max_bytes.unwrap_or(32 << 20),
+            max_ttl_s: file.max_ttl_s.unwrap_or(60),
+            mesos_max_ttl_s: file.mesos_max_ttl_s.unwrap_or(5),
+            negative_ttl_s: file.negative_ttl_s.unwrap_or(5),
+            stale_max_s: file.stale_max_s.unwrap_or(86_400),
+        };
+        if c.enabled && c.max_entries == 0 {
+            return Err(invalid(
+                "cache.max_entries",
+                "must be at least 1 (use cache.enabled = false to turn the cache off)",
+            ));
+        }
+        if c.enabled && c.max_bytes < 4096 {
+            return Err(invalid("cache.max_bytes", "must be at least 4096"));
+        }
+        Ok(c)
+    }
+
+    fn to_file(&self) -> CacheFile {
+        CacheFile {
+            enabled: Some(self.enabled),
+            max_entries: Some(self.max_entries),
+            max_bytes: Some(self.max_bytes),
+            max_ttl_s: Some(self.max_ttl_s),
+            mesos_max_ttl_s: Some(self.mesos_max_ttl_s),
+            negative_ttl_s: Some(self.negative_ttl_s),
+            stale_max_s: Some(self.stale_max_s),
+        }
+    }
+}
+
 /// The effective configuration, validated.
 #[derive(Clone, Debug, Serialize)]
 pub struct Config {
@@ -146,6 +217,7 @@ pub struct Config {
     pub master_intervals: Intervals,
     pub xdp: XdpConfig,
     pub http_listen: SocketAddr,
+    pub cache: CacheConfig,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -249,6 +321,7 @@ impl FileConfig {
             http: Some(HttpFile {
                 listen: Some(config.http_listen.to_string()),
             }),
+            cache: Some(config.cache.to_file()),
         }
     }
 
@@ -500,6 +573,7 @@ impl FileConfig {
             master_intervals,
             xdp,
             http_listen,
+            cache: CacheConfig::from_file(&self.cache.clone().unwrap_or_default())?,
         })
     }
 }

@@ -31,7 +31,6 @@ use crate::{
 /// How long in-flight queries may take to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// The only port the XDP program answers.
-const KERNEL_DNS_PORT: u16 = 53;
 /// How often the heartbeat in the kernel map is refreshed.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 
@@ -43,7 +42,7 @@ struct KernelPath {
 
 /// Loads and attaches the XDP program.
 fn start_fast_path(config: &Config) -> Result<KernelPath> {
-    let mut fast_path = FastPath::load(&config.xdp.pin_dir)?;
+    let mut fast_path = FastPath::load(&config.xdp.pin_dir, config.dns_port)?;
     let mut maps = fast_path.maps()?;
     maps.write_listen_addrs(&config.listen_addresses)?;
     // Host processes reach Spartan through lo: without it there is no
@@ -82,21 +81,16 @@ pub fn added_record(config: &Config) -> std::path::PathBuf {
 }
 
 /// The kernel path, when this daemon serves it. When it does not (turned
-/// off, a port the program does not answer, or it failed to start), a
+/// off, or it failed to start), a
 /// program an earlier daemon left attached under the pin directory is
 /// detached: the kernel must never answer from maps nobody writes.
 fn kernel_path(config: &Config) -> Option<KernelPath> {
     let off = if !config.xdp.enabled {
         "turned off in the configuration".to_string()
-    } else if config.dns_port != KERNEL_DNS_PORT {
-        format!(
-            "the XDP program answers port {KERNEL_DNS_PORT} only and dns_port is {}",
-            config.dns_port
-        )
     } else {
         match start_fast_path(config) {
             Ok(kernel) => {
-                tracing::info!(port = KERNEL_DNS_PORT, "kernel path on");
+                tracing::info!(port = config.dns_port, "kernel path on");
                 return Some(kernel);
             }
             // Userspace still answers everything; the node keeps its DNS.
@@ -200,8 +194,15 @@ fn masters_from_kernel(maps: &KernelMaps) -> Vec<Ipv4Addr> {
         .into_iter()
         .filter_map(|(k, v)| {
             let name = zone::key_name(&k);
-            (name.starts_with("zk-") && name.ends_with(".zk.") && v.count > 0)
-                .then(|| (name, Ipv4Addr::from(v.addrs[0])))
+            if !(name.starts_with("zk-") && name.ends_with(".zk.")) {
+                return None;
+            }
+            let message = crate::cache::answer::kernel_message(&k, &v)?;
+            let first = message.answers().iter().find_map(|r| match r.data() {
+                hickory_proto::rr::RData::A(a) => Some(a.0),
+                _ => None,
+            })?;
+            Some((name, first))
         })
         .collect();
     zk.sort();
@@ -282,9 +283,13 @@ pub async fn run(config: Config, reload: impl Fn() -> Result<Config>) -> Result<
         (_, None) => Vec::new(),
     };
     let local = Arc::new(LocalData::new(config.listen_addresses[0], &initial_masters));
+    let cache = Arc::new(crate::cache::AnswerCache::new(&config.cache, stats.clone()));
     let kernel_path = fast_path.is_some();
     let watcher = match fast_path {
         Some(kernel) => {
+            if config.cache.enabled {
+                cache.attach_kernel(KernelMaps::open_answer_map(&config.xdp.pin_dir)?);
+            }
             local.attach_kernel(kernel.maps)?;
             let program = Arc::new(std::sync::Mutex::new(kernel.program));
             match LinkWatcher::start(
@@ -313,6 +318,7 @@ pub async fn run(config: Config, reload: impl Fn() -> Result<Config>) -> Result<
     let shared = Arc::new(Shared {
         config: std::sync::RwLock::new(config.clone()),
         stats: stats.clone(),
+        cache: cache.clone(),
         local: local.clone(),
         router: router.clone(),
         masters: master_status,
@@ -325,6 +331,7 @@ pub async fn run(config: Config, reload: impl Fn() -> Result<Config>) -> Result<
             local: local.clone(),
             router: router.clone(),
             stats: stats.clone(),
+            cache: cache.clone(),
             limits: Limits {
                 max_in_flight: config.max_in_flight,
                 per_client: config.max_in_flight_per_client,

@@ -7,6 +7,7 @@
 //! - [`forward`]: the racing forwarder;
 //! - [`config`], [`daemon`], [`stats`].
 
+pub mod cache;
 pub mod config;
 pub mod config_sources;
 pub mod daemon;

@@ -36,7 +36,7 @@ impl LocalData {
     /// From now on the kernel's answers map follows the zones; it is
     /// written at once.
     pub fn attach_kernel(&self, mut maps: KernelMaps) -> Result<()> {
-        maps.write_answers(&self.zones().kernel_answers())?;
+        maps.write_local_answers(&self.zones().kernel_answers())?;
         *self.kernel.lock().expect("kernel lock") = Some(maps);
         Ok(())
     }
@@ -55,7 +55,7 @@ impl LocalData {
         let zones = Arc::new(LocalZones::with_zk_serial(self.ns_addr, masters, next));
         let mut kernel = self.kernel.lock().expect("kernel lock");
         if let Some(maps) = kernel.as_mut() {
-            maps.write_answers(&zones.kernel_answers())?;
+            maps.write_local_answers(&zones.kernel_answers())?;
         }
         *self.zones.write().expect("zones lock") = zones;
         *serial = next;

@@ -15,7 +15,7 @@ use spartan::{
     fastpath::{FastPath, KernelMaps, monotonic_ns},
     zone,
 };
-use spartan_common::ANSWER_NEEDS_HEARTBEAT;
+use spartan_common::{ANSWER_NEEDS_HEARTBEAT, AnswerKey, AnswerValue};
 
 #[derive(Parser)]
 #[command(version, about = "Spartan: node-local DNS with an XDP fast path")]
@@ -533,25 +533,12 @@ fn stats(pin_dir: &Path) -> Result<()> {
     for (counter, value) in &counters.0 {
         println!("  {:<30} {value}", counter.name());
     }
-    println!("kernel answers:");
+    println!("kernel answers (local names, then cache entries):");
     let mut answers = maps.answers()?;
-    answers.sort_by_key(|(k, _)| zone::key_name(k));
+    answers.sort_by_key(|(k, v)| (v.expires_ns != 0, zone::key_name(k), k.qtype, k.flags));
+    let now = monotonic_ns();
     for (key, value) in answers {
-        let addrs: Vec<String> = value.addrs[..value.count as usize]
-            .iter()
-            .map(|a| Ipv4Addr::from(*a).to_string())
-            .collect();
-        let live = if value.flags & ANSWER_NEEDS_HEARTBEAT != 0 {
-            " (needs heartbeat)"
-        } else {
-            ""
-        };
-        println!(
-            "  {:<30} ttl {:<5} {}{live}",
-            zone::key_name(&key),
-            value.ttl,
-            addrs.join(" ")
-        );
+        println!("  {}", kernel_entry_line(&key, &value, now));
     }
     match maps.heartbeat()? {
         0 => println!("heartbeat: never"),
@@ -561,6 +548,45 @@ fn stats(pin_dir: &Path) -> Result<()> {
         ),
     }
     Ok(())
+}
+
+/// One answers-map entry as `spartan stats` shows it: name, type, DO/CD,
+/// lifetime, RCODE and the records.
+fn kernel_entry_line(key: &AnswerKey, value: &AnswerValue, now: u64) -> String {
+    use hickory_proto::rr::RecordType;
+    let mut bits = Vec::new();
+    if key.flags & spartan_common::KEY_DO != 0 {
+        bits.push("do");
+    }
+    if key.flags & spartan_common::KEY_CD != 0 {
+        bits.push("cd");
+    }
+    let life = match value.expires_ns {
+        0 if value.flags & ANSWER_NEEDS_HEARTBEAT != 0 => "local, needs heartbeat".to_string(),
+        0 => "local".to_string(),
+        at if at > now => format!("{} s left", spartan::cache::store::seconds_left(at, now)),
+        _ => "expired".to_string(),
+    };
+    let message = spartan::cache::answer::kernel_message(key, value);
+    let records: Vec<String> = message
+        .as_ref()
+        .map(|m| {
+            m.answers()
+                .iter()
+                .chain(m.name_servers())
+                .map(|r| format!("{} {}", r.record_type(), r.data()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let rcode = message.map_or("?".into(), |m| m.response_code().to_string());
+    format!(
+        "{:<30} {:<6} {:<6} {:<24} {rcode} {}",
+        zone::key_name(key),
+        RecordType::from(key.qtype).to_string(),
+        bits.join(","),
+        life,
+        records.join(", ")
+    )
 }
 
 fn current_thread() -> Result<tokio::runtime::Runtime> {
@@ -611,11 +637,11 @@ fn bench_xdp(repeat: u32) -> Result<()> {
     )));
     let pin_dir = &pins.0;
     (|| -> Result<()> {
-        let mut fast_path = FastPath::load(pin_dir)?;
+        let mut fast_path = FastPath::load(pin_dir, 53)?;
         let mut maps = fast_path.maps()?;
         let addr = Ipv4Addr::new(198, 51, 100, 1);
         maps.write_listen_addrs(&[addr])?;
-        maps.write_answers(
+        maps.write_local_answers(
             &zone::LocalZones::new(addr, &[Ipv4Addr::new(10, 0, 0, 1)]).kernel_answers(),
         )?;
         maps.beat()?;

@@ -13,7 +13,7 @@ use spartan_common::EDNS_UDP_SIZE;
 pub const CLASSIC_UDP_SIZE: usize = 512;
 
 /// How a query arrived; a TCP query is forwarded over TCP.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Transport {
     Udp,
     Tcp,

@@ -5,13 +5,14 @@
 use std::sync::{Arc, RwLock};
 
 use crate::{
-    config::Config, forward::Router, local_data::LocalData, masters::MasterStatus,
-    selfcheck::Health, stats::Stats,
+    cache::AnswerCache, config::Config, forward::Router, local_data::LocalData,
+    masters::MasterStatus, selfcheck::Health, stats::Stats,
 };
 
 pub struct Shared {
     pub config: RwLock<Config>,
     pub stats: Arc<Stats>,
+    pub cache: Arc<AnswerCache>,
     pub local: Arc<LocalData>,
     pub router: Arc<Router>,
     pub masters: Arc<MasterStatus>,

@@ -78,6 +78,22 @@ counters! {
     upstream_timeouts,
     /// Upstream exchanges that failed otherwise (network error, bad reply).
     upstream_errors,
+    /// Queries answered from the userspace answer cache.
+    cache_hits,
+    /// Cacheable queries that found no fresh entry and went upstream.
+    cache_misses,
+    /// Expired answers served because every upstream of the route failed
+    /// (RFC 8767).
+    cache_stale_served,
+    /// Queries that waited for an identical query's upstream exchange
+    /// instead of starting their own (single-flight).
+    cache_flight_waits,
+    /// Upstream answers stored in the cache.
+    cache_inserts,
+    /// Entries pushed out by `max_entries` or `max_bytes`.
+    cache_evictions,
+    /// Entries the kernel map could not take (a failed map update).
+    cache_mirror_errors,
 }
 
 impl Stats {
@@ -126,6 +142,8 @@ impl Stats {
                 Source::Generated,
                 &self.servfail_generated,
             ),
+            ReplyOrigin::Cache => (Outcome::Cached, Source::Cache, &self.cache_hits),
+            ReplyOrigin::Stale => (Outcome::Cached, Source::Cache, &self.cache_stale_served),
         };
         if origin != ReplyOrigin::Error {
             Self::inc(total);
@@ -146,6 +164,11 @@ pub enum ReplyOrigin {
     Upstream,
     /// A SERVFAIL Spartan made (every upstream failed, or a limit).
     Generated,
+    /// A fresh answer from the cache.
+    Cache,
+    /// An expired answer from the cache, served because every upstream
+    /// failed.
+    Stale,
 }
 
 /// Who produced an answer.
@@ -157,15 +180,23 @@ pub enum Source {
     Upstream = 1,
     /// A SERVFAIL Spartan made because every upstream failed.
     Generated = 2,
+    /// The answer cache (fresh or stale).
+    Cache = 3,
 }
 
 impl Source {
-    pub const ALL: [Source; 3] = [Source::Local, Source::Upstream, Source::Generated];
+    pub const ALL: [Source; 4] = [
+        Source::Local,
+        Source::Upstream,
+        Source::Generated,
+        Source::Cache,
+    ];
     pub fn name(self) -> &'static str {
         match self {
             Source::Local => "local",
             Source::Upstream => "upstream",
             Source::Generated => "generated",
+            Source::Cache => "cache",
         }
     }
 }
@@ -181,14 +212,17 @@ pub enum Outcome {
     Error = 2,
     /// Dropped: garbage, a response, or overload.
     Dropped = 3,
+    /// Answered from the userspace cache.
+    Cached = 4,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 4] = [
+    pub const ALL: [Outcome; 5] = [
         Outcome::Local,
         Outcome::Forwarded,
         Outcome::Error,
         Outcome::Dropped,
+        Outcome::Cached,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -196,6 +230,7 @@ impl Outcome {
             Outcome::Forwarded => "forwarded",
             Outcome::Error => "error",
             Outcome::Dropped => "dropped",
+            Outcome::Cached => "cached",
         }
     }
 }
@@ -208,9 +243,9 @@ pub const RCODES: usize = 24;
 #[derive(Debug)]
 pub struct Breakdown {
     /// [udp, tcp][outcome]
-    queries: [[AtomicU64; 4]; 2],
+    queries: [[AtomicU64; Outcome::ALL.len()]; 2],
     /// [source][rcode]
-    answers: [[AtomicU64; RCODES]; 3],
+    answers: [[AtomicU64; RCODES]; Source::ALL.len()],
 }
 
 impl Default for Breakdown {

@@ -4,6 +4,7 @@
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use hickory_proto::{
+    op::{Message, Query, ResponseCode},
     rr::{
         LowerName, Name, RData, Record, RecordType,
         rdata::{A, NS, SOA},
@@ -11,7 +12,12 @@ use hickory_proto::{
     serialize::binary::BinEncodable,
 };
 use spartan_common::{
-    ANSWER_NEEDS_HEARTBEAT, AnswerKey, AnswerValue, MAX_ADDRS, MAX_NAME_LEN, QTYPE_A,
+    ANSWER_NEEDS_HEARTBEAT, AnswerKey, AnswerValue, KEY_CD, KEY_DO, MAX_NAME_LEN,
+};
+
+use crate::{
+    cache::{Asked, CachedAnswer, Ttls},
+    message::Transport,
 };
 
 /// Number of `zk-N.zk` names.
@@ -229,30 +235,58 @@ impl LocalZones {
         out
     }
 
-    /// The kernel's answers map, derived from the same records the daemon
-    /// serves: one entry per name with A records. `ready.spartan` carries the
-    /// heartbeat flag, so the kernel answers it only while the daemon lives.
+    /// The kernel's local entries of the answers map, made the way the
+    /// daemon answers: each name with A records is asked of these zones
+    /// (with and without DO and CD, the other fields of the key) and the
+    /// reply stored as the cache stores an upstream's, its TTLs fixed.
+    /// `ready.spartan` carries the heartbeat flag, so the kernel answers it
+    /// only while the daemon lives.
     pub fn kernel_answers(&self) -> Vec<(AnswerKey, AnswerValue)> {
-        self.a_records()
-            .into_iter()
-            .filter_map(|(owner, ttl, addrs)| {
-                let key = answer_key(&owner, QTYPE_A)?;
-                let mut value = AnswerValue {
-                    ttl,
-                    count: addrs.len().min(MAX_ADDRS) as u32,
-                    flags: 0,
-                    addrs: [[0; 4]; MAX_ADDRS],
-                };
-                for (slot, addr) in value.addrs.iter_mut().zip(&addrs) {
-                    *slot = addr.octets();
+        let mut out = Vec::new();
+        for (owner, _, _) in self.a_records() {
+            for flags in [0, KEY_DO, KEY_CD, KEY_DO | KEY_CD] {
+                if let Some(entry) = self.kernel_entry(&owner, flags) {
+                    out.push(entry);
                 }
-                if LowerName::new(&owner) == self.ready_name {
-                    value.flags |= ANSWER_NEEDS_HEARTBEAT;
-                }
-                Some((key, value))
-            })
-            .collect()
+            }
+        }
+        out
     }
+
+    fn kernel_entry(&self, owner: &Name, flags: u16) -> Option<(AnswerKey, AnswerValue)> {
+        let mut query = Message::new();
+        query
+            .set_checking_disabled(flags & KEY_CD != 0)
+            .add_query(Query::query(owner.clone(), RecordType::A));
+        if flags & KEY_DO != 0 {
+            query.set_edns(crate::message::our_edns(true));
+        }
+        let wire = query.to_vec().ok()?;
+        let key = Asked::new(&wire, &query, Transport::Udp)?.key.kernel()?;
+        let found = self.lookup(&LowerName::new(owner), RecordType::A)?;
+        let reply = local_reply(&query, found).to_vec().ok()?;
+        let mut value = CachedAnswer::from_reply(&reply, Ttls::Fixed)
+            .ok()?
+            .kernel_value(0)?;
+        if LowerName::new(owner) == self.ready_name {
+            value.flags |= ANSWER_NEEDS_HEARTBEAT;
+        }
+        Some((key, value))
+    }
+}
+
+/// An authoritative answer from the local zones to `query`.
+pub fn local_reply(query: &Message, answer: LocalAnswer) -> Message {
+    let (rcode, answers, authority): (ResponseCode, Vec<Record>, Vec<Record>) = match answer {
+        LocalAnswer::Records(r) => (ResponseCode::NoError, r, Vec::new()),
+        LocalAnswer::NoData(soa) => (ResponseCode::NoError, Vec::new(), vec![soa]),
+        LocalAnswer::NxDomain(soa) => (ResponseCode::NXDomain, Vec::new(), vec![soa]),
+    };
+    let mut m = crate::message::response_to(query, rcode);
+    m.set_authoritative(true);
+    m.add_answers(answers);
+    m.add_name_servers(authority);
+    m
 }
 
 /// `zk-1..zk-5` addresses: the master list repeated in order, first five.
@@ -263,8 +297,9 @@ pub fn zk_addresses(masters: &[Ipv4Addr]) -> Vec<Ipv4Addr> {
     masters.iter().cycle().take(ZK_NAMES).copied().collect()
 }
 
-/// The kernel map key for `name`: lower-cased wire format, zero padded.
-/// `None` for a name longer than the kernel handles.
+/// The kernel map key for `name` (class IN, no DO, no CD): lower-cased
+/// wire format, zero padded. `None` for a name longer than the kernel
+/// handles.
 pub fn answer_key(name: &Name, qtype: u16) -> Option<AnswerKey> {
     let mut fqdn = name.to_lowercase();
     fqdn.set_fqdn(true);
@@ -275,6 +310,7 @@ pub fn answer_key(name: &Name, qtype: u16) -> Option<AnswerKey> {
     let mut key = AnswerKey::zeroed();
     key.name[..wire.len()].copy_from_slice(&wire);
     key.qtype = qtype;
+    key.qclass = 1;
     Some(key)
 }
 
@@ -376,19 +412,23 @@ mod tests {
         let masters = [ip("10.0.0.1"), ip("10.0.0.2")];
         let zones = LocalZones::new(ip("198.51.100.1"), &masters);
         let answers = zones.kernel_answers();
-        // ns.spartan, ready.spartan, ns.zk, zk-1..zk-5
-        assert_eq!(answers.len(), 8);
-        let ready = answer_key(&name("ready.spartan."), QTYPE_A).unwrap();
+        // ns.spartan, ready.spartan, ns.zk, zk-1..zk-5; each with and
+        // without DO and CD.
+        assert_eq!(answers.len(), 8 * 4);
+        let a = u16::from(RecordType::A);
+        let ready = answer_key(&name("ready.spartan."), a).unwrap();
         let (_, v) = answers.iter().find(|(k, _)| *k == ready).unwrap();
         assert_eq!(v.flags, ANSWER_NEEDS_HEARTBEAT);
-        assert_eq!(v.addrs[0], [127, 0, 0, 1]);
-        assert_eq!(v.count, 1);
-        let zk3 = answer_key(&name("ZK-3.zk"), QTYPE_A).unwrap();
+        assert_eq!(v.expires_ns, 0, "local answers never expire");
+        assert_eq!(v.ancount, 1);
+        let len = v.sections_len as usize;
+        assert_eq!(&v.sections[len - 4..len], &[127, 0, 0, 1]);
+        let zk3 = answer_key(&name("ZK-3.zk"), a).unwrap();
         let (_, v) = answers.iter().find(|(k, _)| *k == zk3).unwrap();
-        assert_eq!(
-            (v.flags, v.count, v.ttl, v.addrs[0]),
-            (0, 1, 5, [10, 0, 0, 1])
-        );
+        let len = v.sections_len as usize;
+        assert_eq!((v.flags, v.ancount), (0, 1));
+        assert_eq!(&v.sections[len - 10..len - 6], &5u32.to_be_bytes(), "TTL");
+        assert_eq!(&v.sections[len - 4..len], &[10, 0, 0, 1]);
         assert_eq!(key_name(&zk3), "zk-3.zk.");
     }
 
@@ -397,7 +437,7 @@ mod tests {
         let key = answer_key(&name("Ready.SPARTAN"), 1).unwrap();
         assert_eq!(&key.name[..15], b"\x05ready\x07spartan\x00");
         assert!(key.name[15..].iter().all(|b| *b == 0));
-        let long = name(&format!("{}.example.", "a".repeat(60)));
+        let long = name(&format!("{0}.{0}.example.", "a".repeat(60)));
         assert!(answer_key(&long, 1).is_none());
     }
 }

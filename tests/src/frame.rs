@@ -60,6 +60,8 @@ pub struct Wrapper {
     pub frag: u16,
     pub protocol: u8,
     pub ethertype: u16,
+    /// Ethernet destination.
+    pub dst_mac: [u8; 6],
 }
 
 impl Default for Wrapper {
@@ -73,6 +75,7 @@ impl Default for Wrapper {
             frag: 0x4000, // DF
             protocol: 17,
             ethertype: 0x0800,
+            dst_mac: SERVER_MAC,
         }
     }
 }
@@ -84,7 +87,7 @@ impl Wrapper {
         let udp_len = 8 + payload.len();
         let total = ihl + udp_len;
         let mut f = Vec::with_capacity(14 + total);
-        f.extend_from_slice(&SERVER_MAC);
+        f.extend_from_slice(&self.dst_mac);
         f.extend_from_slice(&CLIENT_MAC);
         f.extend_from_slice(&self.ethertype.to_be_bytes());
         let mut ip = vec![0x40 | (ihl / 4) as u8, 0];

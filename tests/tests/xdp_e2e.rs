@@ -83,9 +83,10 @@ fn root_kernel_answers_over_veth_and_lo_and_userspace_the_rest() {
         );
         assert!(short_lines(&out).is_empty(), "{out}");
         let after = maps.counters().unwrap();
-        assert_eq!(after.get(Counter::Answered), before.get(Counter::Answered));
-        assert!(after.get(Counter::PassNameNotInMap) > before.get(Counter::PassNameNotInMap));
-        assert!(after.get(Counter::PassNotAIn) > before.get(Counter::PassNotAIn));
+        // The forwarded name is cached after its first miss, and the
+        // kernel answers it from then on (the second namespace's query).
+        assert!(after.get(Counter::Answered) - before.get(Counter::Answered) <= 1);
+        assert!(after.get(Counter::PassNotInMap) >= before.get(Counter::PassNotInMap) + 1);
     }
 
     let status = spartan.stop().unwrap();

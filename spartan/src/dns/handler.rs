@@ -7,11 +7,13 @@ use std::{net::IpAddr, rc::Rc, sync::Arc};
 
 use hickory_proto::{
     op::{Message, MessageType, OpCode, ResponseCode},
-    rr::{DNSClass, LowerName},
+    rr::{DNSClass, LowerName, Name},
 };
 
 use super::{local, responder::ResponseHandle};
 use crate::{
+    cache::{AnswerCache, Asked, FlightLanding, Flights, Waiter},
+    fastpath::monotonic_ns,
     forward::Forwarder,
     local_data::LocalData,
     message::{self, Transport},
@@ -23,6 +25,10 @@ pub struct RequestHandler {
     local: Arc<LocalData>,
     forwarder: Rc<Forwarder>,
     stats: Arc<Stats>,
+    cache: Arc<AnswerCache>,
+    flights: Rc<Flights>,
+    /// `mesos.`: answers under it get the shorter `mesos_max_ttl_s`.
+    mesos: LowerName,
 }
 
 /// What one query comes to, before anything is sent.
@@ -33,11 +39,19 @@ enum Verdict {
 }
 
 impl RequestHandler {
-    pub fn new(local: Arc<LocalData>, forwarder: Rc<Forwarder>, stats: Arc<Stats>) -> Self {
+    pub fn new(
+        local: Arc<LocalData>,
+        forwarder: Rc<Forwarder>,
+        stats: Arc<Stats>,
+        cache: Arc<AnswerCache>,
+    ) -> Self {
         Self {
             local,
             forwarder,
             stats,
+            cache,
+            flights: Rc::default(),
+            mesos: LowerName::new(&Name::from_ascii("mesos.").expect("static name")),
         }
     }
 
@@ -65,11 +79,55 @@ impl RequestHandler {
         match self.verdict(wire, transport) {
             Verdict::Reply(reply, origin) => response.send(reply, origin),
             Verdict::Drop => response.drop_query(),
-            Verdict::Forward(query) => {
-                self.forwarder
-                    .forward(query, wire, transport, client, Box::new(response))
-            }
+            Verdict::Forward(query) => self.forward(query, wire, transport, client, response),
         }
+    }
+
+    /// A query for upstream: answered from the cache, joined to the same
+    /// query already upstream, or sent as the leader of a new flight.
+    fn forward(
+        &self,
+        query: Box<Message>,
+        wire: &[u8],
+        transport: Transport,
+        client: IpAddr,
+        response: ResponseHandle,
+    ) {
+        let asked = match self.cache.enabled() {
+            true => Asked::new(wire, &query, transport),
+            false => None,
+        };
+        let Some(asked) = asked else {
+            return self
+                .forwarder
+                .forward(query, wire, transport, client, Box::new(response));
+        };
+        if let Some((answer, ttl)) = self.cache.lookup(&asked.key, monotonic_ns()) {
+            let reply = answer.render(&asked, ttl).unwrap_or_else(|| {
+                Stats::inc(&self.stats.truncated_for_client);
+                message::truncated(&query, ResponseCode::from_low(answer.rcode()))
+            });
+            return response.send(reply, ReplyOrigin::Cache);
+        }
+        Stats::inc(&self.stats.cache_misses);
+        let waiter = Waiter::new(asked, query, Box::new(response));
+        let leader = match self.flights.join(waiter) {
+            Ok(()) => return Stats::inc(&self.stats.cache_flight_waits),
+            Err(leader) => leader,
+        };
+        let (key, query) = leader.flight_and_query();
+        self.flights.start(key);
+        let mesos = self
+            .mesos
+            .zone_of(&LowerName::new(query.queries()[0].name()));
+        let landing = FlightLanding {
+            leader,
+            mesos,
+            flights: self.flights.clone(),
+            cache: self.cache.clone(),
+        };
+        self.forwarder
+            .forward(query, wire, transport, client, Box::new(landing));
     }
 
     fn verdict(&self, wire: &[u8], transport: Transport) -> Verdict {

@@ -1,14 +1,8 @@
 //! Responses built by Spartan itself: local zone answers and errors.
 
-use hickory_proto::{
-    op::{Message, MessageType, OpCode, ResponseCode},
-    rr::Record,
-};
+use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 
-use crate::{
-    message::{CLASSIC_UDP_SIZE, our_edns, response_to},
-    zone::LocalAnswer,
-};
+use crate::message::{CLASSIC_UDP_SIZE, our_edns, response_to};
 
 /// The reply to a query whose EDNS version we do not speak.
 pub fn badvers(query: &Message) -> Message {
@@ -46,19 +40,7 @@ pub fn error_from_header(wire: &[u8], rcode: ResponseCode) -> Option<Vec<u8>> {
     m.to_vec().ok()
 }
 
-/// An authoritative answer from the local zones.
-pub fn local_answer(query: &Message, answer: LocalAnswer) -> Message {
-    let (rcode, answers, authority): (ResponseCode, Vec<Record>, Vec<Record>) = match answer {
-        LocalAnswer::Records(r) => (ResponseCode::NoError, r, Vec::new()),
-        LocalAnswer::NoData(soa) => (ResponseCode::NoError, Vec::new(), vec![soa]),
-        LocalAnswer::NxDomain(soa) => (ResponseCode::NXDomain, Vec::new(), vec![soa]),
-    };
-    let mut m = response_to(query, rcode);
-    m.set_authoritative(true);
-    m.add_answers(answers);
-    m.add_name_servers(authority);
-    m
-}
+pub use crate::zone::local_reply as local_answer;
 
 /// Encodes `m` for the client; over UDP a reply larger than the client
 /// accepts is cut to its header and question with TC set.
@@ -90,6 +72,7 @@ mod tests {
     };
 
     use super::*;
+    use crate::zone::LocalAnswer;
     use hickory_proto::op::Edns;
 
     fn query(edns_size: Option<u16>) -> Message {

@@ -29,6 +29,61 @@ struct EthtoolDrvinfo {
 const ETHTOOL_GDRVINFO: u32 = 0x0000_0003;
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
 
+/// What the XDP program must know of an interface it is attached to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub ifindex: u32,
+    /// Hardware address (zero on `lo`).
+    pub mac: [u8; 6],
+    pub loopback: bool,
+}
+
+/// `interface`'s index, hardware address and loopback flag, asked in the
+/// caller's network namespace.
+pub fn identity(interface: &str) -> io::Result<Identity> {
+    let name = interface.as_bytes();
+    if name.len() >= libc::IFNAMSIZ {
+        return Err(io::ErrorKind::InvalidInput.into());
+    }
+    // SAFETY: zeroed C structs are valid; each ioctl fills the ifreq it is
+    // given; the socket is closed below.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (slot, byte) in req.ifr_name.iter_mut().zip(name) {
+            *slot = *byte as libc::c_char;
+        }
+        let result = (|| {
+            if libc::ioctl(fd, libc::SIOCGIFINDEX, &mut req) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let ifindex = req.ifr_ifru.ifru_ifindex as u32;
+            if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let loopback = req.ifr_ifru.ifru_flags as libc::c_int & libc::IFF_LOOPBACK != 0;
+            if libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut req) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let data = req.ifr_ifru.ifru_hwaddr.sa_data;
+            let mut mac = [0u8; 6];
+            for (m, d) in mac.iter_mut().zip(data) {
+                *m = d as u8;
+            }
+            Ok(Identity {
+                ifindex,
+                mac,
+                loopback,
+            })
+        })();
+        libc::close(fd);
+        result
+    }
+}
+
 /// The driver behind `interface` ("veth", "bridge", "virtio_net", ...), as
 /// `ethtool -i` shows it, asked in the caller's network namespace.
 pub fn driver(interface: &str) -> io::Result<String> {

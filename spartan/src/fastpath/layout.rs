@@ -8,7 +8,8 @@ use std::{mem::size_of, path::Path};
 use anyhow::{Context, Result};
 use aya::maps::MapInfo;
 use spartan_common::{
-    ANSWERS_MAX_ENTRIES, AnswerKey, AnswerValue, Counter, LISTEN_ADDRS_MAX_ENTRIES, map_names,
+    ANSWERS_MAX_ENTRIES, AnswerKey, AnswerValue, Counter, INTERFACES_MAX_ENTRIES, Interface,
+    LISTEN_ADDRS_MAX_ENTRIES, map_names,
 };
 
 /// What one map looks like to the kernel.
@@ -33,6 +34,7 @@ pub fn expected(name: &str) -> Option<Layout> {
             ANSWERS_MAX_ENTRIES,
         ),
         map_names::LISTEN_ADDRS => layout(4, 1, LISTEN_ADDRS_MAX_ENTRIES),
+        map_names::INTERFACES => layout(4, size_of::<Interface>(), INTERFACES_MAX_ENTRIES),
         // Arrays: a u32 index.
         map_names::HEARTBEAT => layout(4, 8, 1),
         map_names::COUNTERS => layout(4, 8, Counter::COUNT),
@@ -84,6 +86,7 @@ mod tests {
         for name in [
             map_names::ANSWERS,
             map_names::LISTEN_ADDRS,
+            map_names::INTERFACES,
             map_names::HEARTBEAT,
             map_names::COUNTERS,
         ] {

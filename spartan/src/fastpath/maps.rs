@@ -4,13 +4,16 @@ use std::{collections::HashSet, net::Ipv4Addr, path::Path};
 
 use anyhow::{Context, Result};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
-use spartan_common::{AnswerKey, AnswerValue, Counter, map_names};
+use spartan_common::{AnswerKey, AnswerValue, Counter, Interface, map_names};
+
+use crate::cache::AnswerMap;
 
 /// The fast path's maps, opened from their pins (works while the program
 /// is loaded by another process, or by none).
 pub struct KernelMaps {
     answers: HashMap<MapData, AnswerKey, AnswerValue>,
     listen_addrs: HashMap<MapData, [u8; 4], u8>,
+    interfaces: HashMap<MapData, u32, Interface>,
     heartbeat: Array<MapData, u64>,
     counters: PerCpuArray<MapData, u64>,
 }
@@ -40,16 +43,25 @@ impl KernelMaps {
         Ok(Self {
             answers: open(pin_dir, map_names::ANSWERS)?.try_into()?,
             listen_addrs: open(pin_dir, map_names::LISTEN_ADDRS)?.try_into()?,
+            interfaces: open(pin_dir, map_names::INTERFACES)?.try_into()?,
             heartbeat: open(pin_dir, map_names::HEARTBEAT)?.try_into()?,
             counters: open(pin_dir, map_names::COUNTERS)?.try_into()?,
         })
     }
 
-    /// Makes the answers map hold exactly `entries`. New and changed entries
-    /// are written first and stale ones removed after, so that a query never
-    /// meets an empty map or a half-written answer (each element update is
-    /// atomic in the kernel).
-    pub fn write_answers(&mut self, entries: &[(AnswerKey, AnswerValue)]) -> Result<()> {
+    /// A second handle on the answers map, for the answer cache, which
+    /// writes the cache entries (those with an expiry) while this one
+    /// writes the local names.
+    pub fn open_answer_map(pin_dir: &Path) -> Result<AnswerMap> {
+        Ok(open(pin_dir, map_names::ANSWERS)?.try_into()?)
+    }
+
+    /// Makes the local names of the answers map (the entries without an
+    /// expiry) exactly `entries`; cache entries are left alone. New and
+    /// changed entries are written first and stale ones removed after, so
+    /// that a query never meets an empty map or a half-written answer (each
+    /// element update is atomic in the kernel).
+    pub fn write_local_answers(&mut self, entries: &[(AnswerKey, AnswerValue)]) -> Result<()> {
         for (key, value) in entries {
             self.answers
                 .insert(key, value, 0)
@@ -58,9 +70,10 @@ impl KernelMaps {
         let wanted: HashSet<AnswerKey> = entries.iter().map(|(k, _)| *k).collect();
         let stale: Vec<AnswerKey> = self
             .answers
-            .keys()
+            .iter()
             .filter_map(Result::ok)
-            .filter(|k| !wanted.contains(k))
+            .filter(|(k, v)| v.expires_ns == 0 && !wanted.contains(k))
+            .map(|(k, _)| k)
             .collect();
         for key in stale {
             // Gone already (another writer) is fine.
@@ -94,6 +107,24 @@ impl KernelMaps {
             let _ = self.listen_addrs.remove(&key);
         }
         Ok(())
+    }
+
+    /// Tells the program about an interface it is attached to (its
+    /// hardware address: frames for another are not answered).
+    pub fn write_interface(&mut self, ifindex: u32, mac: [u8; 6], loopback: bool) -> Result<()> {
+        let value = Interface {
+            mac,
+            loopback: loopback as u8,
+            pad: 0,
+        };
+        self.interfaces
+            .insert(ifindex, value, 0)
+            .context("writing an interface")
+    }
+
+    /// Forgets an interface (gone, or the program detached from it).
+    pub fn remove_interface(&mut self, ifindex: u32) {
+        let _ = self.interfaces.remove(&ifindex);
     }
 
     /// Stores "now" (CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`).

@@ -28,9 +28,10 @@ pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("SPARTAN_BPF_OBJ
 /// The program's name in the object.
 pub const PROGRAM_NAME: &str = "spartan";
 
-const ALL_MAPS: [&str; 4] = [
+const ALL_MAPS: [&str; 5] = [
     map_names::ANSWERS,
     map_names::LISTEN_ADDRS,
+    map_names::INTERFACES,
     map_names::HEARTBEAT,
     map_names::COUNTERS,
 ];
@@ -60,15 +61,15 @@ pub struct FastPath {
 }
 
 impl FastPath {
-    /// Loads the embedded object. Maps already pinned under `pin_dir` (by an
-    /// earlier daemon) are reused, so their contents survive a restart; the
-    /// others are created and pinned there.
-    pub fn load(pin_dir: &Path) -> Result<Self> {
-        Self::load_object(BPF_OBJECT, pin_dir)
+    /// Loads the embedded object to answer on `dns_port`. Maps already
+    /// pinned under `pin_dir` (by an earlier daemon) are reused, so their
+    /// contents survive a restart; the others are created and pinned there.
+    pub fn load(pin_dir: &Path, dns_port: u16) -> Result<Self> {
+        Self::load_object(BPF_OBJECT, pin_dir, dns_port)
     }
 
     /// Loads `object` (the embedded one, in production) as [`Self::load`] does.
-    pub fn load_object(object: &[u8], pin_dir: &Path) -> Result<Self> {
+    pub fn load_object(object: &[u8], pin_dir: &Path, dns_port: u16) -> Result<Self> {
         if let Some(parent) = pin_dir.parent() {
             ensure_bpffs(parent)?;
         }
@@ -82,6 +83,7 @@ impl FastPath {
             );
         }
         let mut loader = EbpfLoader::new();
+        loader.override_global(spartan_common::DNS_PORT_GLOBAL, &dns_port, true);
         let pin_paths: Vec<(&str, PathBuf)> = ALL_MAPS
             .iter()
             .map(|name| (*name, pin_dir.join(name)))
@@ -160,7 +162,10 @@ impl FastPath {
         });
         if let Some((pinned, mode)) = previous {
             match self.replace_program(interface, pinned, &pin_path) {
-                Ok(()) => return Ok(mode.unwrap_or(AttachedMode::Generic)),
+                Ok(()) => {
+                    self.register_interface(interface)?;
+                    return Ok(mode.unwrap_or(AttachedMode::Generic));
+                }
                 // The device it was attached to is gone (a container's veth
                 // deleted, an interface re-created): a new attach replaces it.
                 Err(e) => {
@@ -200,7 +205,19 @@ impl FastPath {
             let _ = std::fs::create_dir_all(dir);
         }
         let _ = std::fs::write(note, mode.to_string());
+        self.register_interface(interface)?;
         Ok(mode)
+    }
+
+    /// Writes `interface`'s index and hardware address to the interface map
+    /// (the program answers only frames sent to that address). Called on
+    /// every attach, and again when the interface changes.
+    pub fn register_interface(&self, interface: &str) -> Result<()> {
+        let id = device::identity(interface)
+            .with_context(|| format!("reading the address of {interface}"))?;
+        self.maps()?
+            .write_interface(id.ifindex, id.mac, id.loopback)
+            .with_context(|| format!("registering {interface} with the XDP program"))
     }
 
     /// Puts this program on the link pinned at `pin_path` (an earlier

@@ -27,6 +27,7 @@ pub struct Setup {
     pub local: Arc<LocalData>,
     pub router: Arc<Router>,
     pub stats: Arc<Stats>,
+    pub cache: Arc<crate::cache::AnswerCache>,
     pub limits: Limits,
     pub tcp: TcpLimits,
 }
@@ -158,6 +159,7 @@ async fn serve(bound: Vec<Bound>, setup: Setup, stop: oneshot::Receiver<Duration
         setup.local,
         forwarder.clone(),
         setup.stats,
+        setup.cache,
     ));
     let tcp_state = Rc::new(tcp::TcpState::default());
     let mut listeners = Vec::new();
