@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use hickory_proto::{
-    op::{Message, MessageType, Query, ResponseCode},
+    op::{Message, MessageType, ResponseCode},
     rr::{Name, RData, Record, RecordType, rdata::A, rdata::CNAME, rdata::SOA},
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -131,10 +131,15 @@ impl Harness {
         assert_eq!(out.action, XDP_PASS, "expected XDP_PASS ({reason:?})");
         assert_eq!(out.frame, frame, "a passed frame is unchanged");
         let after = self.maps.counters().unwrap();
+        let moved: Vec<(Counter, u64)> = Counter::ALL
+            .iter()
+            .map(|c| (*c, after.get(*c) - before.get(*c)))
+            .filter(|(_, d)| *d > 0)
+            .collect();
         assert_eq!(
             after.get(reason) - before.get(reason),
             1,
-            "counted as {reason:?}"
+            "counted as {reason:?}; counted: {moved:?}"
         );
         assert_eq!(after.get(Counter::Answered), before.get(Counter::Answered));
     }
@@ -411,6 +416,19 @@ fn answerable(f: &[u8], names: &[String]) -> Option<Message> {
     if f.len() < 42 || f[12..14] != [8, 0] || f[14] != 0x45 || f[23] != 17 {
         return None;
     }
+    // Sent to the interface's own address, from a source that can be
+    // answered (not 0.0.0.0, broadcast, multicast or loopback off lo, nor
+    // port 0).
+    let src = Ipv4Addr::new(f[26], f[27], f[28], f[29]);
+    if f[..6] != SERVER_MAC
+        || src.is_unspecified()
+        || src.is_broadcast()
+        || src.is_multicast()
+        || src.is_loopback()
+        || f[34..36] == [0, 0]
+    {
+        return None;
+    }
     if (u16::from_be_bytes([f[20], f[21]]) & 0x3fff) != 0 {
         return None;
     }
@@ -456,6 +474,7 @@ fn answerable(f: &[u8], names: &[String]) -> Option<Message> {
     if q.query_type() != RecordType::A || q.query_class() != hickory_proto::rr::DNSClass::IN {
         return None;
     }
+    // Every answer here fits 512 bytes; nothing larger is in the map.
     let name = q.name().to_lowercase().to_ascii();
     names.contains(&name).then_some(m)
 }
@@ -471,8 +490,20 @@ fn root_generated_frames_are_answered_correctly_or_passed_unchanged() {
         "zk-4.zk.",
         "zk-5.zk.",
         "ns.spartan.",
+        "web.example.",
+        "www.shop.example.",
+        "missing.example.",
     ]);
+    // Cache entries besides the local names (A answers of every shape).
+    for (q, reply) in cached_shapes() {
+        if q.queries()[0].query_type() == RecordType::A {
+            h.cache_reply(&q, &reply);
+        }
+    }
     let candidates = [
+        "web.example.",
+        "WWW.Shop.example.",
+        "missing.example.",
         "ready.spartan.",
         "READY.spartan.",
         "zk-1.zk.",
@@ -544,8 +575,10 @@ fn root_generated_frames_are_answered_correctly_or_passed_unchanged() {
                     expect.unwrap_or_else(|| panic!("answered a frame the rules refuse: {f:02x?}"));
                 let payload = check_answer_frame(&f, &out.frame);
                 let a = Message::from_vec(&payload).expect("answer parses");
-                check_header(&q, &a);
-                assert!(!a.answers().is_empty());
+                assert_eq!(a.id(), q.id());
+                assert_eq!(a.queries(), q.queries());
+                assert_eq!(a.recursion_desired(), q.recursion_desired());
+                assert!(!a.answers().is_empty() || !a.name_servers().is_empty());
             }
             XDP_PASS => {
                 pass += 1;
@@ -558,4 +591,302 @@ fn root_generated_frames_are_answered_correctly_or_passed_unchanged() {
         tx > 1000 && pass > 1000,
         "both paths exercised: tx {tx}, pass {pass}"
     );
+}
+
+fn name(s: &str) -> Name {
+    Name::from_ascii(s).unwrap()
+}
+
+/// An upstream's reply to `q` with `answers` and `authority`.
+fn upstream_reply(
+    q: &Message,
+    rcode: ResponseCode,
+    answers: Vec<Record>,
+    authority: Vec<Record>,
+) -> Message {
+    let mut m = Message::new();
+    m.set_id(q.id())
+        .set_message_type(MessageType::Response)
+        .set_recursion_desired(true)
+        .set_recursion_available(true)
+        .set_response_code(rcode)
+        .add_queries(q.queries().iter().cloned());
+    m.add_answers(answers);
+    m.add_name_servers(authority);
+    m
+}
+
+fn a_record(owner: &str, ttl: u32, addr: &str) -> Record {
+    Record::from_rdata(name(owner), ttl, RData::A(A(ip(addr))))
+}
+
+fn soa_record(zone: &str, ttl: u32, minimum: u32) -> Record {
+    let soa = SOA::new(
+        name(&format!("ns.{zone}")),
+        name(&format!("h.{zone}")),
+        7,
+        60,
+        60,
+        60,
+        minimum,
+    );
+    Record::from_rdata(name(zone), ttl, RData::SOA(soa))
+}
+
+/// Shapes of upstream answers the kernel serves: several addresses, a
+/// CNAME chain, NXDOMAIN and NODATA with their SOA.
+fn cached_shapes() -> Vec<(Message, Message)> {
+    let mut out = Vec::new();
+    let q = query(1, "web.example.", RecordType::A);
+    let answers = (1..=4)
+        .map(|i| a_record("web.example.", 30, &format!("10.9.0.{i}")))
+        .collect();
+    out.push((
+        q.clone(),
+        upstream_reply(&q, ResponseCode::NoError, answers, vec![]),
+    ));
+    let q = query(1, "www.shop.example.", RecordType::A);
+    let chain = vec![
+        Record::from_rdata(
+            name("www.shop.example."),
+            40,
+            RData::CNAME(CNAME(name("edge.cdn.example."))),
+        ),
+        Record::from_rdata(
+            name("edge.cdn.example."),
+            40,
+            RData::CNAME(CNAME(name("e1.cdn.example."))),
+        ),
+        a_record("e1.cdn.example.", 20, "10.9.1.1"),
+    ];
+    out.push((
+        q.clone(),
+        upstream_reply(&q, ResponseCode::NoError, chain, vec![]),
+    ));
+    let q = query(1, "missing.example.", RecordType::A);
+    out.push((
+        q.clone(),
+        upstream_reply(
+            &q,
+            ResponseCode::NXDomain,
+            vec![],
+            vec![soa_record("example.", 3600, 3)],
+        ),
+    ));
+    let q = query(1, "web.example.", RecordType::AAAA);
+    out.push((
+        q.clone(),
+        upstream_reply(
+            &q,
+            ResponseCode::NoError,
+            vec![],
+            vec![soa_record("example.", 3600, 4)],
+        ),
+    ));
+    out
+}
+
+/// `wire` with the TTL fields of `answer` (rendered for a question of
+/// `question_len` bytes) zeroed.
+fn without_ttls(wire: &[u8], answer: &CachedAnswer, question_len: usize) -> Vec<u8> {
+    let mut out = wire.to_vec();
+    for at in &answer.ttl_at {
+        let at = 12 + question_len + *at as usize;
+        out[at..at + 4].fill(0);
+    }
+    out
+}
+
+#[test]
+fn root_cached_answers_from_the_kernel_equal_the_daemons_apart_from_ttls() {
+    let mut h = Harness::new();
+    for (q, reply) in cached_shapes() {
+        h.cache_reply(&q, &reply);
+        for (id, case, edns, cd) in [
+            (0x0101, false, None, false),
+            (0x0202, true, Some(false), false),
+            (0x0303, true, Some(true), true),
+            (0x0404, false, Some(true), false),
+        ] {
+            let owner = q.queries()[0].name().to_ascii();
+            let owner = if case { owner.to_uppercase() } else { owner };
+            let mut ask = query(id, &owner, q.queries()[0].query_type());
+            ask.set_checking_disabled(cd);
+            if let Some(d) = edns {
+                ask = with_edns(ask, 0, d, true);
+            }
+            let f = query_frame(&ask);
+            let before = h.maps.counters().unwrap();
+            let out = h.run(&f);
+            assert_eq!(
+                out.action, XDP_TX,
+                "{owner} {edns:?} {cd}: answered in the kernel"
+            );
+            let after = h.maps.counters().unwrap();
+            assert_eq!(
+                after.get(Counter::AnsweredFromCache) - before.get(Counter::AnsweredFromCache),
+                1
+            );
+            let kernel = check_answer_frame(&f, &out.frame);
+            let wire = ask.to_vec().unwrap();
+            let asked = Asked::new(&wire, &ask, Transport::Udp).unwrap();
+            let (answer, ttl) = h
+                .cache
+                .lookup(&asked.key, monotonic_ns())
+                .expect("in the cache");
+            let daemon = answer.render(&asked, ttl).unwrap();
+            let qlen = asked.question.len();
+            assert_eq!(
+                without_ttls(&kernel, &answer, qlen),
+                without_ttls(&daemon, &answer, qlen),
+                "{owner}: the kernel's bytes are the daemon's"
+            );
+            let m = Message::from_vec(&kernel).unwrap();
+            assert_eq!(m.id(), id);
+            assert_eq!(
+                m.queries(),
+                ask.queries(),
+                "the client's question, case and all"
+            );
+            assert_eq!(m.checking_disabled(), cd);
+            assert_eq!(m.response_code(), reply.response_code());
+            assert_eq!(m.extensions().as_ref().map(|e| e.flags().dnssec_ok), edns);
+            let records: Vec<&Record> = m.answers().iter().chain(m.name_servers()).collect();
+            assert!(!records.is_empty());
+            for r in records {
+                // Capped (60 s), negative answers by the SOA and the cap (5 s).
+                assert!(
+                    r.ttl() >= 1 && r.ttl() <= ttl && ttl <= 40,
+                    "{owner}: ttl {}",
+                    r.ttl()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn root_expired_oversized_and_unknown_cache_queries_go_to_userspace() {
+    let mut h = Harness::new();
+    let q = query(1, "soon.example.", RecordType::A);
+    h.cache_reply(
+        &q,
+        &upstream_reply(
+            &q,
+            ResponseCode::NoError,
+            vec![a_record("soon.example.", 1, "10.0.0.9")],
+            vec![],
+        ),
+    );
+    h.answered(&query_frame(&q));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    h.passed(&query_frame(&q), Counter::PassExpired);
+
+    // 28 addresses: 460 bytes of records, more than a client without EDNS takes.
+    let q = query(1, "many.example.", RecordType::A);
+    let many = (0..28)
+        .map(|i| a_record("many.example.", 30, &format!("10.8.0.{i}")))
+        .collect();
+    let reply = upstream_reply(&q, ResponseCode::NoError, many, vec![]);
+    let answer =
+        CachedAnswer::from_reply(&reply.to_vec().unwrap(), spartan::cache::Ttls::Aged).unwrap();
+    assert!(
+        answer.kernel_value(1).is_none(),
+        "28 TTLs do not fit a kernel entry"
+    );
+    // A long name and 433 bytes of records (16 TTLs): 523 bytes, more than a client
+    // without EDNS takes; one with EDNS gets it from the kernel.
+    let owner = format!("{}.big.example.", "a".repeat(60));
+    let q = query(1, &owner, RecordType::A);
+    let big = (0..15)
+        .map(|i| a_record(&owner, 30, &format!("10.8.1.{i}")))
+        .collect();
+    let mut reply = upstream_reply(&q, ResponseCode::NoError, big, vec![]);
+    reply.add_additional(Record::from_rdata(
+        name(&owner),
+        30,
+        RData::TXT(hickory_proto::rr::rdata::TXT::new(vec!["x".repeat(180)])),
+    ));
+    h.cache_reply(&q, &reply);
+    h.passed(&query_frame(&q), Counter::PassTooBig);
+    let mut large = with_edns(q.clone(), 0, false, false);
+    large
+        .extensions_mut()
+        .as_mut()
+        .unwrap()
+        .set_max_payload(1232);
+    let a = h.answered(&query_frame(&large));
+    assert_eq!(a.answers().len(), 15);
+
+    // Another class, the same name: not the cached key.
+    let mut chaos = query(1, "web.example.", RecordType::A);
+    chaos.queries_mut()[0].set_query_class(hickory_proto::rr::DNSClass::CH);
+    h.passed(&query_frame(&chaos), Counter::PassNotInMap);
+}
+
+#[test]
+fn root_frames_not_for_this_interface_or_from_bad_sources_pass() {
+    let mut h = Harness::new();
+    let payload = query(1, "ready.spartan.", RecordType::A).to_vec().unwrap();
+    h.answered(&Wrapper::default().frame(&payload));
+    for mac in [
+        [0xff; 6],
+        [0x01, 0, 0x5e, 0, 0, 1],
+        [0x02, 0, 0, 0, 0, 0x09],
+    ] {
+        let w = Wrapper {
+            dst_mac: mac,
+            ..Wrapper::default()
+        };
+        h.passed(&w.frame(&payload), Counter::PassNotOurMac);
+    }
+    for src in [
+        "0.0.0.0",
+        "255.255.255.255",
+        "224.0.0.251",
+        "239.1.2.3",
+        "127.0.0.1",
+    ] {
+        let w = Wrapper {
+            src: ip(src),
+            ..Wrapper::default()
+        };
+        h.passed(&w.frame(&payload), Counter::PassBadSource);
+    }
+    let w = Wrapper {
+        sport: 0,
+        ..Wrapper::default()
+    };
+    h.passed(&w.frame(&payload), Counter::PassBadSource);
+    // On a loopback interface 127.0.0.0/8 is where host processes ask from.
+    h.maps
+        .write_interface(TEST_RUN_IFINDEX, SERVER_MAC, true)
+        .unwrap();
+    h.answered(
+        &Wrapper {
+            src: ip("127.0.0.1"),
+            ..Wrapper::default()
+        }
+        .frame(&payload),
+    );
+    // An interface the program was never told of.
+    h.maps.remove_interface(TEST_RUN_IFINDEX);
+    h.passed(&Wrapper::default().frame(&payload), Counter::PassNotOurMac);
+    assert_eq!(Wrapper::default().src, CLIENT_IP);
+}
+
+#[test]
+fn root_the_dns_port_follows_the_configuration() {
+    let mut h = Harness::on_port(5300);
+    let payload = query(1, "ready.spartan.", RecordType::A).to_vec().unwrap();
+    h.passed(&Wrapper::default().frame(&payload), Counter::PassNotUdpDns);
+    let w = Wrapper {
+        dport: 5300,
+        ..Wrapper::default()
+    };
+    let f = w.frame(&payload);
+    let out = h.run(&f);
+    assert_eq!(out.action, XDP_TX);
+    // The answer comes from port 5300.
+    assert_eq!(&out.frame[34..36], &5300u16.to_be_bytes());
 }
