@@ -225,6 +225,9 @@ struct RunArgs {
     /// Answer from userspace only.
     #[arg(long)]
     no_xdp: bool,
+    /// Send every forwarded query upstream (no answer cache).
+    #[arg(long)]
+    no_cache: bool,
     /// Interfaces to attach the XDP program to, besides `lo`,
     /// comma-separated or repeated.
     #[arg(long = "xdp-interface", value_delimiter = ',')]
@@ -287,6 +290,10 @@ impl RunArgs {
             xdp: Some(xdp),
             http: self.http_listen.as_ref().map(|l| config::HttpFile {
                 listen: Some(l.clone()),
+            }),
+            cache: self.no_cache.then(|| config::CacheFile {
+                enabled: Some(false),
+                ..Default::default()
             }),
             ..Default::default()
         }

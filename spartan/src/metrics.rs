@@ -115,9 +115,11 @@ impl Collector for SpartanCollector {
             .collect();
         if let Some(k) = &kernel {
             answers.push((
+                // The kernel counts its answers, not their RCODEs (a cached
+                // NXDOMAIN is answered there too).
                 vec![
                     ("source", "kernel".to_string()),
-                    ("rcode", "NOERROR".to_string()),
+                    ("rcode", "all".to_string()),
                 ],
                 k.get(Counter::Answered),
             ));
@@ -125,7 +127,7 @@ impl Collector for SpartanCollector {
         counter(
             &mut e,
             "spartan_answers",
-            "Answers by source (kernel, local, upstream, generated) and RCODE.",
+            "Answers by source (kernel, local, upstream, generated, cache) and RCODE.",
             answers,
         )?;
         counter(
@@ -169,6 +171,64 @@ impl Collector for SpartanCollector {
             "spartan_in_flight",
             "Forwarded queries in flight.",
             vec![(vec![], in_flight as f64)],
+        )?;
+        let mut hits = vec![(vec![("layer", "userspace".to_string())], stats.cache_hits)];
+        if let Some(k) = &kernel {
+            hits.push((
+                vec![("layer", "kernel".to_string())],
+                k.get(Counter::AnsweredFromCache),
+            ));
+        }
+        counter(
+            &mut e,
+            "spartan_cache_hits",
+            "Queries answered from the answer cache, by layer (kernel, userspace).",
+            hits,
+        )?;
+        for (name, help, value) in [
+            (
+                "spartan_cache_misses",
+                "Cacheable queries that found no fresh answer.",
+                stats.cache_misses,
+            ),
+            (
+                "spartan_cache_stale_served",
+                "Expired answers served because every upstream failed (RFC 8767).",
+                stats.cache_stale_served,
+            ),
+            (
+                "spartan_cache_flight_waits",
+                "Queries that waited for an identical query's upstream exchange.",
+                stats.cache_flight_waits,
+            ),
+            (
+                "spartan_cache_inserts",
+                "Upstream answers stored in the cache.",
+                stats.cache_inserts,
+            ),
+            (
+                "spartan_cache_evictions",
+                "Entries pushed out by max_entries or max_bytes.",
+                stats.cache_evictions,
+            ),
+        ] {
+            counter(&mut e, name, help, vec![(vec![], value)])?;
+        }
+        let (entries, bytes, in_kernel) = s.cache.size();
+        gauge(
+            &mut e,
+            "spartan_cache_entries",
+            "Answers in the cache, by layer (the kernel holds a mirror of some).",
+            vec![
+                (vec![("layer", "userspace".to_string())], entries as f64),
+                (vec![("layer", "kernel".to_string())], in_kernel as f64),
+            ],
+        )?;
+        gauge(
+            &mut e,
+            "spartan_cache_bytes",
+            "Bytes of answers in the userspace cache.",
+            vec![(vec![], bytes as f64)],
         )?;
         counter(
             &mut e,

@@ -81,6 +81,36 @@ impl Netns {
         }
     }
 
+    /// Starts counting the UDP datagrams sent to `ip:port` from inside the
+    /// namespace (an iptables rule without a target: it only counts).
+    pub fn count_udp_to(&self, ip: &str, port: u16) {
+        sh(self.command("iptables").args([
+            "-A",
+            "OUTPUT",
+            "-d",
+            ip,
+            "-p",
+            "udp",
+            "--dport",
+            &port.to_string(),
+        ]));
+    }
+
+    /// UDP datagrams sent to `ip:port` since [`Self::count_udp_to`].
+    pub fn udp_sent_to(&self, ip: &str, port: u16) -> u64 {
+        let out = self
+            .command("iptables")
+            .args(["-L", "OUTPUT", "-v", "-x", "-n"])
+            .output()
+            .expect("iptables -L");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let dpt = format!("dpt:{port}");
+        text.lines()
+            .find(|l| l.contains(ip) && l.contains(&dpt) && l.contains("udp"))
+            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no counting rule for {ip}:{port}:\n{text}"))
+    }
+
     pub fn flush_blackholes(&self) {
         sh(self.command("iptables").args(["-F", "INPUT"]));
     }

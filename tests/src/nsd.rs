@@ -50,6 +50,23 @@ who IN TXT \"{label}\"\n"
     z
 }
 
+/// A zone for the answer cache's rules: a long TTL, a short one, a zero
+/// one, and an SOA whose MINIMUM (3 s) makes the negative TTL.
+pub const CACHE_ZONE: &str = "cache.example.";
+
+fn cache_zone(label: &str) -> String {
+    format!(
+        "$ORIGIN cache.example.\n$TTL 3600\n\
+@ IN SOA ns1.cache.example. root.cache.example. 1 60 60 600 3\n\
+@ IN NS ns1.cache.example.\n\
+ns1 IN A 192.0.2.53\n\
+long IN A 192.0.2.1\n\
+short 2 IN A 192.0.2.2\n\
+zero 0 IN A 192.0.2.3\n\
+who 3600 IN TXT \"{label}\"\n"
+    )
+}
+
 /// One NSD process.
 pub struct Nsd {
     child: Option<Child>,
@@ -65,6 +82,7 @@ impl Nsd {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("mesos.zone"), mesos_zone(label)).unwrap();
         std::fs::write(dir.join("example.net.zone"), ordinary_zone(label)).unwrap();
+        std::fs::write(dir.join("cache.example.zone"), cache_zone(label)).unwrap();
         let conf = format!(
             "server:\n  ip-address: {ip}@{port}\n  port: {port}\n  username: \"\"\n  chroot: \"\"\n  \
 zonesdir: \"{d}\"\n  pidfile: \"{d}/nsd.pid\"\n  database: \"\"\n  xfrdfile: \"{d}/xfrd.state\"\n  \
@@ -72,7 +90,8 @@ zonelistfile: \"{d}/zone.list\"\n  verbosity: 0\n  hide-version: yes\n  \
 rrl-ratelimit: 0\n  rrl-whitelist-ratelimit: 0\n  server-count: 1\n  do-ip6: no\n\
 remote-control:\n  control-enable: no\n\
 zone:\n  name: mesos\n  zonefile: mesos.zone\n\
-zone:\n  name: example.net\n  zonefile: example.net.zone\n",
+zone:\n  name: example.net\n  zonefile: example.net.zone\n\
+zone:\n  name: cache.example\n  zonefile: cache.example.zone\n",
             ip = addr.ip(),
             port = addr.port(),
             d = dir.display()
@@ -120,8 +139,34 @@ zone:\n  name: example.net\n  zonefile: example.net.zone\n",
     }
 }
 
+impl Nsd {
+    /// Stops every NSD process of this server (SIGSTOP): queries wait in
+    /// its socket, as with an overloaded or stalled upstream.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets it run again (SIGCONT): the queued queries are answered.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = std::process::Command::new("pkill")
+            .args([sig, "-f"])
+            .arg(self.dir.join("nsd.conf"))
+            .status()
+            .expect("pkill");
+        assert!(status.success(), "pkill {sig} found no nsd process");
+    }
+}
+
 impl Drop for Nsd {
     fn drop(&mut self) {
+        let _ = std::process::Command::new("pkill")
+            .args(["-CONT", "-f"])
+            .arg(self.dir.join("nsd.conf"))
+            .status();
         if let Some(mut child) = self.child.take() {
             // SIGTERM lets nsd stop its server processes too.
             // SAFETY: signalling our own child.

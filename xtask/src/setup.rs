@@ -31,6 +31,7 @@ const TOOL_PACKAGES: &[&str] = &[
     "dnsutils",
     "knot-dnsutils",
     "nsd",
+    "procps",
     "systemd",
 ];
 
