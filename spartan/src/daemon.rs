@@ -175,6 +175,7 @@ fn keys_needing_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         "manage_interface",
     );
     check(old.http_listen != new.http_listen, "http.listen");
+    check(old.cache != new.cache, "cache");
     check(old.xdp.enabled != new.xdp.enabled, "xdp.enabled");
     check(old.xdp.interfaces != new.xdp.interfaces, "xdp.interfaces");
     check(old.xdp.pin_dir != new.xdp.pin_dir, "xdp.pin_dir");
@@ -217,6 +218,7 @@ fn masters_from_kernel(maps: &KernelMaps) -> Vec<Ipv4Addr> {
 
 fn spawn_discovery(shared: &Arc<Shared>, config: &Config) -> JoinHandle<()> {
     let (local, router) = (shared.local.clone(), shared.router.clone());
+    let cache = shared.cache.clone();
     tokio::spawn(masters::run(
         config.masters.clone(),
         config.master_intervals.clone(),
@@ -226,6 +228,11 @@ fn spawn_discovery(shared: &Arc<Shared>, config: &Config) -> JoinHandle<()> {
             // One step: kernel map and zones first, then `*.mesos`.
             local.set_masters(list)?;
             router.set_masters(list);
+            // Answers of the old masters' Mesos-DNS are not served on.
+            let flushed = cache.flush_zone("mesos.");
+            if flushed > 0 {
+                tracing::info!(flushed, "new masters: cached *.mesos answers dropped");
+            }
             Ok(())
         },
     ))
@@ -412,7 +419,9 @@ pub async fn run(config: Config, reload: impl Fn() -> Result<Config>) -> Result<
                             discovery = spawn_discovery(&shared, &new);
                         }
                         *shared.config.write().expect("config lock") = new;
-                        tracing::info!("SIGHUP: upstreams, forward zones, timeouts and master source reloaded");
+                        // Answers from the old upstreams are not served on.
+                        let flushed = shared.cache.flush(None);
+                        tracing::info!(flushed, "SIGHUP: upstreams, forward zones, timeouts and master source reloaded; cache flushed");
                     }
                     Err(e) => tracing::error!(error = format!("{e:#}"), "SIGHUP: the new configuration is invalid; keeping the running one"),
                 }

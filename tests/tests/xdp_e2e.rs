@@ -86,7 +86,7 @@ fn root_kernel_answers_over_veth_and_lo_and_userspace_the_rest() {
         // The forwarded name is cached after its first miss, and the
         // kernel answers it from then on (the second namespace's query).
         assert!(after.get(Counter::Answered) - before.get(Counter::Answered) <= 1);
-        assert!(after.get(Counter::PassNotInMap) >= before.get(Counter::PassNotInMap) + 1);
+        assert!(after.get(Counter::PassNotInMap) > before.get(Counter::PassNotInMap));
     }
 
     let status = spartan.stop().unwrap();

@@ -182,6 +182,28 @@ impl AnswerCache {
         keys.len()
     }
 
+    /// Removes the entries of names at or under `zone` (`"mesos."`); how many.
+    pub fn flush_zone(&self, zone: &str) -> usize {
+        let Ok(zone) = hickory_proto::rr::Name::from_ascii(zone) else {
+            return 0;
+        };
+        let zone = hickory_proto::rr::LowerName::new(&zone);
+        let mut store = self.store();
+        let keys: Vec<CacheKey> = store
+            .lru
+            .iter()
+            .filter(|(k, _)| {
+                hickory_proto::rr::Name::from_ascii(k.name_text())
+                    .is_ok_and(|n| zone.zone_of(&hickory_proto::rr::LowerName::new(&n)))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &keys {
+            store.remove(key);
+        }
+        keys.len()
+    }
+
     /// Entries now, most recently used first.
     pub fn entries(&self, now_ns: u64) -> Vec<EntryView> {
         self.store()
