@@ -351,6 +351,15 @@ pub async fn run(config: Config, reload: impl Fn() -> Result<Config>) -> Result<
         },
     )?;
     let mut discovery = spawn_discovery(&shared, &config);
+    let control_path = crate::control::socket_path(&config.xdp.pin_dir);
+    let control = match crate::control::start(&control_path, cache.clone()) {
+        Ok(task) => Some(task),
+        Err(e) => {
+            // Operators lose `spartan cache flush`; DNS keeps running.
+            tracing::error!(error = format!("{e:#}"), "control socket unavailable");
+            None
+        }
+    };
     let http = match crate::http::start(config.http_listen, shared.clone(), stats.clone()).await {
         Ok(task) => Some(task),
         Err(e) => {
@@ -432,6 +441,10 @@ pub async fn run(config: Config, reload: impl Fn() -> Result<Config>) -> Result<
     self_check.abort();
     if let Some(h) = http {
         h.abort();
+    }
+    if let Some(c) = control {
+        c.abort();
+        let _ = std::fs::remove_file(&control_path);
     }
     if let Some(h) = heartbeat {
         h.abort();

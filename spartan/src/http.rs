@@ -111,6 +111,25 @@ async fn upstreams(State(api): ApiState) -> Json<Value> {
     Json(Value::Array(list))
 }
 
+/// Most entries `/v1/cache` lists (the counts cover all of them).
+const CACHE_LISTING_MAX: usize = 10_000;
+
+/// The answer cache: its size, and its entries (most recently used first)
+/// with the seconds each has left (negative: expired, kept for serve-stale).
+async fn cache(State(api): ApiState) -> Json<Value> {
+    let cache = &api.shared.cache;
+    let (entries, bytes, in_kernel) = cache.size();
+    let mut listed = cache.entries(crate::fastpath::monotonic_ns());
+    listed.truncate(CACHE_LISTING_MAX);
+    Json(json!({
+        "enabled": cache.enabled(),
+        "entries": entries,
+        "bytes": bytes,
+        "in_kernel": in_kernel,
+        "listed": listed,
+    }))
+}
+
 async fn stats_json(State(api): ApiState) -> Json<Value> {
     Json(json!({
         "daemon": api.shared.stats.snapshot(),
@@ -160,6 +179,7 @@ pub async fn start(
         .route("/v1/hosts/{host}", get(hosts))
         .route("/v1/upstreams", get(upstreams))
         .route("/v1/stats", get(stats_json))
+        .route("/v1/cache", get(cache))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(api);

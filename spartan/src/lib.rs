@@ -10,6 +10,7 @@
 pub mod cache;
 pub mod config;
 pub mod config_sources;
+pub mod control;
 pub mod daemon;
 pub mod dns;
 pub mod fastpath;

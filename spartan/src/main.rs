@@ -66,6 +66,18 @@ enum Command {
         #[arg(long)]
         no_interface: bool,
     },
+    /// Operate on the running daemon's answer cache (root only, through its
+    /// control socket).
+    Cache {
+        #[command(flatten)]
+        source: Source,
+        /// Where the maps are pinned (default: the configuration's); names
+        /// the daemon.
+        #[arg(long)]
+        pin_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        action: CacheAction,
+    },
     /// Ask `ready.spartan` at the listen addresses; when none answers, wait,
     /// ask again, and restart the daemon through systemd. Exit 0 when Spartan
     /// answers, 1 when it did not (and the action ran).
@@ -124,6 +136,16 @@ enum Command {
     BenchXdp {
         #[arg(long, default_value_t = 1_000_000)]
         repeat: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheAction {
+    /// Drop every cached answer, or those of one name (all types), in
+    /// userspace and in the kernel.
+    Flush {
+        /// The name to drop (default: everything).
+        name: Option<String>,
     },
 }
 
@@ -355,6 +377,28 @@ fn run(cli: Cli) -> Result<()> {
             let kernel = stats(pin_dir.as_deref().unwrap_or(&config.xdp.pin_dir));
             daemon_view(&http.unwrap_or_else(|| config.http_listen.to_string()));
             kernel
+        }
+        Command::Cache {
+            source,
+            pin_dir,
+            action: CacheAction::Flush { name },
+        } => {
+            let mut flags = FileConfig::default();
+            if let Some(dir) = &pin_dir {
+                flags.xdp = Some(config::XdpFile {
+                    pin_dir: Some(dir.display().to_string()),
+                    ..Default::default()
+                });
+            }
+            let (config, _) = source.load(&flags, false)?;
+            let path = spartan::control::socket_path(&config.xdp.pin_dir);
+            let request = match &name {
+                Some(n) => format!("flush {n}"),
+                None => "flush".to_string(),
+            };
+            let answer = current_thread()?.block_on(spartan::control::request(&path, &request))?;
+            println!("{answer}");
+            Ok(())
         }
         Command::Down {
             source,

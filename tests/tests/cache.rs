@@ -347,3 +347,106 @@ fn root_with_the_cache_off_every_query_goes_upstream() {
     }
     assert_eq!(sent(&node) - before, 5);
 }
+
+fn cli(args: &[&str], as_uid: Option<u32>) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    let mut c = std::process::Command::new(tests::daemon::spartan_bin());
+    c.args(args).env_remove("SPARTAN_CONFIG");
+    if let Some(uid) = as_uid {
+        c.uid(uid);
+    }
+    c.output().expect("run the spartan CLI")
+}
+
+#[test]
+fn root_operators_see_the_cache_and_root_alone_flushes_it() {
+    let node = node();
+    let _up = upstream(&node);
+    let pins = tests::pins::PinDir::new();
+    let pin_dir = pins.path().display().to_string();
+    let args = tests::args(&[
+        "--listen",
+        "198.51.100.1",
+        "--upstream",
+        &format!("{UPSTREAM_IP}:{UPSTREAM_PORT}"),
+        "--pin-dir",
+        &pin_dir,
+    ]);
+    let _s = Spartan::start(Some(&node), &args, server());
+    let maps = spartan::fastpath::KernelMaps::open_pinned(pins.path()).unwrap();
+    let before = sent(&node);
+    let kernel_before = maps.counters().unwrap();
+    for _ in 0..3 {
+        assert!(ttls(&ask(&node, "long.cache.example.", RecordType::A))[0] <= 60);
+    }
+    let kernel_after = maps.counters().unwrap();
+    let from_cache = spartan_common::Counter::AnsweredFromCache;
+    assert_eq!(
+        kernel_after.get(from_cache) - kernel_before.get(from_cache),
+        2,
+        "after the first miss the kernel answers from its mirror"
+    );
+    assert_eq!(sent(&node) - before, 1);
+
+    // The API lists it, with the seconds left and where it is held.
+    let (status, body) =
+        tests::client::http_get(Some(&node), metrics::api(), "/v1/cache").expect("GET /v1/cache");
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let entry = v["listed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "long.cache.example." && e["type"] == "A")
+        .unwrap_or_else(|| panic!("{body}"));
+    assert!(entry["ttl_left"].as_i64().unwrap() <= 60 && entry["ttl_left"].as_i64().unwrap() > 50);
+    assert_eq!(entry["in_kernel"], true);
+    // `spartan stats` shows the kernel's copy.
+    let stats = cli(
+        &["stats", "--pin-dir", &pin_dir, "--http", "127.0.0.1:1"],
+        None,
+    );
+    let text = String::from_utf8_lossy(&stats.stdout);
+    assert!(
+        text.lines().any(|l| l.contains("long.cache.example.")
+            && l.contains("s left")
+            && l.contains("192.0.2.1")),
+        "{text}"
+    );
+
+    // Anyone else is refused; root flushes, and the next query goes upstream.
+    let denied = cli(&["cache", "--pin-dir", &pin_dir, "flush"], Some(65534));
+    assert!(!denied.status.success());
+    assert_eq!(
+        ttls(&ask(&node, "long.cache.example.", RecordType::A)).len(),
+        1
+    );
+    assert_eq!(
+        sent(&node) - before,
+        1,
+        "still cached after the refused flush"
+    );
+    let flushed = cli(
+        &[
+            "cache",
+            "--pin-dir",
+            &pin_dir,
+            "flush",
+            "LONG.cache.example",
+        ],
+        None,
+    );
+    assert!(flushed.status.success(), "{flushed:?}");
+    assert_eq!(String::from_utf8_lossy(&flushed.stdout).trim(), "flushed 1");
+    let kernel_before = maps.counters().unwrap();
+    ask(&node, "long.cache.example.", RecordType::A);
+    assert_eq!(sent(&node) - before, 2, "flushed in userspace");
+    let kernel_after = maps.counters().unwrap();
+    assert_eq!(
+        kernel_after.get(from_cache),
+        kernel_before.get(from_cache),
+        "and in the kernel"
+    );
+    let all = cli(&["cache", "--pin-dir", &pin_dir, "flush"], None);
+    assert_eq!(String::from_utf8_lossy(&all.stdout).trim(), "flushed 1");
+}
