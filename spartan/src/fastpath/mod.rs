@@ -27,6 +27,8 @@ pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("SPARTAN_BPF_OBJ
 
 /// The program's name in the object.
 pub const PROGRAM_NAME: &str = "spartan";
+/// The do-nothing program beside it, for the benchmark's floor.
+pub const FLOOR_PROGRAM_NAME: &str = "spartan_floor";
 
 const ALL_MAPS: [&str; 5] = [
     map_names::ANSWERS,
@@ -119,6 +121,21 @@ impl FastPath {
     pub fn program_fd(&mut self) -> Result<std::os::fd::BorrowedFd<'_>> {
         use std::os::fd::AsFd;
         Ok(self.program()?.fd()?.as_fd())
+    }
+
+    /// Loads the object's do-nothing program (`spartan_floor`, which returns
+    /// XDP_PASS at once): the benchmark's floor, timed beside the real one.
+    pub fn floor_program_fd(&mut self) -> Result<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        let floor: &mut Xdp = self
+            .ebpf
+            .program_mut(FLOOR_PROGRAM_NAME)
+            .ok_or_else(|| anyhow!("program {FLOOR_PROGRAM_NAME} missing"))?
+            .try_into()?;
+        if floor.fd().is_err() {
+            floor.load().context("loading the floor program")?;
+        }
+        Ok(floor.fd()?.as_fd())
     }
 
     /// Handles on the maps this program uses.
