@@ -20,9 +20,7 @@
 use aya_ebpf::{
     bindings::xdp_action,
     btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
-    helpers::generated::{
-        bpf_ktime_get_ns, bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
-    },
+    helpers::generated::{bpf_ktime_get_ns, bpf_xdp_adjust_tail, bpf_xdp_store_bytes},
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
@@ -72,10 +70,6 @@ pub struct Scratch {
     /// Lower-cased question name, type, class, DO and CD: the map key.
     /// First, so that its name is 8-byte aligned for the word loop.
     key: AnswerKey,
-    /// The question name as the client sent it, zero after its end.
-    raw: [u64; NAME_WORDS],
-    /// The frame's headers, rewritten into the answer's.
-    hdr: [u8; HEADERS_BUF],
     /// Offset of the next label length byte in the name walk.
     next_label: u32,
     /// Length of the question name, terminating zero included.
@@ -107,8 +101,6 @@ const UDP_LEN: usize = 8;
 const DNS_HEADER_LEN: usize = 12;
 /// Ethernet + IPv4 (no options) + UDP + DNS header.
 const HEADERS_LEN: usize = ETH_LEN + IPV4_LEN + UDP_LEN + DNS_HEADER_LEN;
-/// Rounded up to a multiple of 4 for `bpf_csum_diff`-sized copies.
-const HEADERS_BUF: usize = (HEADERS_LEN + 3) / 4 * 4;
 const IP_OFF: usize = ETH_LEN;
 const UDP_OFF: usize = ETH_LEN + IPV4_LEN;
 const DNS_OFF: usize = UDP_OFF + UDP_LEN;
@@ -154,19 +146,6 @@ fn count(counter: Counter) {
     }
 }
 
-/// Copies `N` bytes at `offset` of the frame to `buf`.
-#[inline(always)]
-fn load<const N: usize>(ctx: &XdpContext, offset: usize, buf: &mut [u8; N]) -> Result<(), Counter> {
-    // The helper checks the bounds against the frame itself.
-    let ret =
-        unsafe { bpf_xdp_load_bytes(ctx.ctx, offset as u32, buf.as_mut_ptr().cast(), N as u32) };
-    if ret == 0 {
-        Ok(())
-    } else {
-        Err(Counter::PassMalformed)
-    }
-}
-
 #[inline(always)]
 fn store(ctx: &XdpContext, offset: usize, from: *const u8, len: usize) -> Result<(), Counter> {
     let ret = unsafe { bpf_xdp_store_bytes(ctx.ctx, offset as u32, from as *mut _, len as u32) };
@@ -180,6 +159,31 @@ fn store(ctx: &XdpContext, offset: usize, from: *const u8, len: usize) -> Result
 #[inline(always)]
 fn be16(hi: u8, lo: u8) -> u16 {
     ((hi as u16) << 8) | lo as u16
+}
+
+/// The frame's end, read so that the compiler cannot relate it to lengths
+/// checked earlier: it would drop a bounds check it can prove, and the
+/// verifier, which cannot, would reject the read.
+#[inline(always)]
+fn opaque_end(ctx: &XdpContext) -> usize {
+    // SAFETY: a field of the context the program was given.
+    unsafe { core::ptr::read_volatile(&(*ctx.ctx).data_end) as usize }
+}
+
+/// `N` bytes of the frame at a bounded offset, read in place; `None` past
+/// the end. Direct reads cost a few instructions where a
+/// `bpf_xdp_load_bytes` call costs ~40 ns. `N` is at least 2: the compiler
+/// turns a one-byte check (`p + 1 > end`) into `p >= end`, which the
+/// verifier does not take as a bound.
+#[inline(always)]
+fn bytes_at<const N: usize>(data: usize, end: usize, offset: usize) -> Option<[u8; N]> {
+    const { assert!(N >= 2) };
+    let p = data + offset;
+    if p + N > end {
+        return None;
+    }
+    // SAFETY: checked against the frame's end just above.
+    Some(unsafe { core::ptr::read_unaligned(p as *const [u8; N]) })
 }
 
 /// The first checks read the frame in place: a frame that is not DNS for
@@ -226,8 +230,23 @@ fn classify(ctx: &XdpContext) -> Result<(), Counter> {
         return Err(Counter::PassNotOurAddress);
     }
     count(Counter::QueriesForUs);
-    // Only frames sent to this interface's own address: a broadcast or
-    // another host's frame seen here must not get an answer from us.
+    Ok(())
+}
+
+/// Checked only for a query we could answer (a miss goes to the stack
+/// anyway, which applies its own rules): the frame must be sent to this
+/// interface's own address (a broadcast or another host's frame seen here
+/// gets no answer from us), from a source an answer can go to (a spoofed
+/// broadcast source would reflect it to the whole segment).
+#[inline(always)]
+fn check_addressing(ctx: &XdpContext) -> Result<(), Counter> {
+    let data = ctx.data();
+    if data + HEADERS_LEN > ctx.data_end() {
+        return Err(Counter::PassMalformed);
+    }
+    let p = data as *const u8;
+    // SAFETY: HEADERS_LEN bytes are inside the frame (checked above).
+    let b = |i: usize| unsafe { *p.add(i) };
     let ifindex = ctx.ingress_ifindex() as u32;
     // SAFETY: plain data, copied out.
     let Some(iface) = (unsafe { SPARTAN_INTERFACES.get(&ifindex) }).copied() else {
@@ -240,8 +259,6 @@ fn classify(ctx: &XdpContext) -> Result<(), Counter> {
         }
         m += 1;
     }
-    // An answer to one of these would go nowhere, or to someone who did
-    // not ask (a spoofed broadcast source reflects to the whole segment).
     let s0 = b(IP_OFF + 12);
     let src_all = |v: u8| {
         b(IP_OFF + 12) == v && b(IP_OFF + 13) == v && b(IP_OFF + 14) == v && b(IP_OFF + 15) == v
@@ -260,23 +277,21 @@ fn classify(ctx: &XdpContext) -> Result<(), Counter> {
 /// Ok(true) for an answer from the cache, Ok(false) for a local name.
 fn try_answer(ctx: &XdpContext) -> Result<bool, Counter> {
     classify(ctx)?;
-    let frame_len = ctx.data_end() - ctx.data();
-    let Some(scratch) = SPARTAN_SCRATCH.get_ptr_mut(0) else {
-        return Err(Counter::PassBuildFailed);
-    };
-    // SAFETY: the per-CPU slot belongs to this program run alone.
-    let s = unsafe { &mut *scratch };
-    let hdr = &mut s.hdr;
-    // SAFETY: HEADERS_LEN <= HEADERS_BUF; the helper checks the frame.
-    if unsafe { bpf_xdp_load_bytes(ctx.ctx, 0, hdr.as_mut_ptr().cast(), HEADERS_LEN as u32) } != 0 {
+    let data = ctx.data();
+    let end = ctx.data_end();
+    let frame_len = end - data;
+    if data + HEADERS_LEN > end {
         return Err(Counter::PassMalformed);
     }
+    let p = data as *const u8;
+    // SAFETY: HEADERS_LEN bytes are inside the frame (checked above).
+    let b = |i: usize| unsafe { *p.add(i) };
     let ip = IP_OFF;
     let udp = UDP_OFF;
     // IP total length must cover UDP + DNS header and fit in the frame
     // (Ethernet padding after it is allowed); UDP length must match it.
-    let ip_total = be16(hdr[ip + 2], hdr[ip + 3]) as usize;
-    let udp_total = be16(hdr[udp + 4], hdr[udp + 5]) as usize;
+    let ip_total = be16(b(ip + 2), b(ip + 3)) as usize;
+    let udp_total = be16(b(udp + 4), b(udp + 5)) as usize;
     if ip_total < IPV4_LEN + UDP_LEN + DNS_HEADER_LEN
         || ETH_LEN + ip_total > frame_len
         || udp_total != ip_total - IPV4_LEN
@@ -286,7 +301,7 @@ fn try_answer(ctx: &XdpContext) -> Result<bool, Counter> {
     let msg_end = ETH_LEN + ip_total;
 
     let dns = DNS_OFF;
-    let flags_hi = hdr[dns + 2];
+    let flags_hi = b(dns + 2);
     if flags_hi & 0x80 != 0 {
         // QR=1: a response, such as our own answer looping back on `lo`.
         return Err(Counter::PassResponse);
@@ -295,36 +310,41 @@ fn try_answer(ctx: &XdpContext) -> Result<bool, Counter> {
     if flags_hi & 0x7a != 0 {
         return Err(Counter::PassMalformed);
     }
-    let qdcount = be16(hdr[dns + 4], hdr[dns + 5]);
-    let ancount = be16(hdr[dns + 6], hdr[dns + 7]);
-    let nscount = be16(hdr[dns + 8], hdr[dns + 9]);
-    let arcount = be16(hdr[dns + 10], hdr[dns + 11]);
+    let qdcount = be16(b(dns + 4), b(dns + 5));
+    let ancount = be16(b(dns + 6), b(dns + 7));
+    let nscount = be16(b(dns + 8), b(dns + 9));
+    let arcount = be16(b(dns + 10), b(dns + 11));
     if qdcount != 1 || ancount != 0 || nscount != 0 || arcount > 1 {
         return Err(Counter::PassMalformed);
     }
+    let rd = flags_hi & 0x01;
+    let cd = b(dns + 3) & 0x10;
 
-    // The question name, copied in one helper call. A name shorter than
-    // `want` leaves the question's type and class after it; nothing past
-    // `want` is ever read.
+    let Some(scratch) = SPARTAN_SCRATCH.get_ptr_mut(0) else {
+        return Err(Counter::PassBuildFailed);
+    };
+    // SAFETY: the per-CPU slot belongs to this program run alone.
+    let s = unsafe { &mut *scratch };
+    // Bytes of the message from the name on.
     let name_room = msg_end - QNAME_OFF;
-    let mut want = MAX_NAME_LEN;
-    if name_room < want {
-        want = name_room;
-    }
-    if !load_name(ctx, want, &mut s.raw) {
-        return Err(Counter::PassMalformed);
-    }
-    let name_len = walk_name(&s.raw, &mut s.next_label, &mut s.name_len, want)?;
-    let key = &mut s.key;
-    lower_into(&mut key.name, &mut s.raw, name_len);
-
+    let name_len = walk_name(
+        data,
+        opaque_end(ctx),
+        &mut s.next_label,
+        &mut s.name_len,
+        name_room,
+    )?;
     let q_fixed = QNAME_OFF + name_len;
     let question_end = q_fixed + 4;
     if question_end > msg_end {
         return Err(Counter::PassMalformed);
     }
-    let mut qfix = [0u8; 4];
-    load(ctx, q_fixed, &mut qfix)?;
+    let key = &mut s.key;
+    let name_sum = lower_into(&mut key.name, data, opaque_end(ctx), name_len);
+    let checked_end = opaque_end(ctx);
+    let Some(qfix) = bytes_at::<4>(data, checked_end, q_fixed) else {
+        return Err(Counter::PassMalformed);
+    };
     key.qtype = be16(qfix[0], qfix[1]);
     key.qclass = be16(qfix[2], qfix[3]);
     key.pad = 0;
@@ -335,16 +355,18 @@ fn try_answer(ctx: &XdpContext) -> Result<bool, Counter> {
     let mut do_bit = false;
     let mut client_size = CLASSIC_UDP_SIZE;
     if arcount == 1 {
-        if question_end + OPT_RR_LEN > msg_end {
+        let o = question_end;
+        if o + OPT_RR_LEN > msg_end {
             return Err(Counter::PassMalformed);
         }
-        let mut opt = [0u8; OPT_RR_LEN];
-        load(ctx, question_end, &mut opt)?;
+        let Some(opt) = bytes_at::<OPT_RR_LEN>(data, checked_end, o) else {
+            return Err(Counter::PassMalformed);
+        };
         if opt[0] != 0 || be16(opt[1], opt[2]) != DNS_TYPE_OPT || opt[6] != 0 {
             return Err(Counter::PassUnsupportedEdns);
         }
         let rdlen = be16(opt[9], opt[10]) as usize;
-        if question_end + OPT_RR_LEN + rdlen != msg_end {
+        if o + OPT_RR_LEN + rdlen != msg_end {
             return Err(Counter::PassMalformed);
         }
         edns = true;
@@ -353,13 +375,14 @@ fn try_answer(ctx: &XdpContext) -> Result<bool, Counter> {
         if size > client_size {
             client_size = size;
         }
-        check_edns_options(ctx, &mut s.opt_at, question_end + OPT_RR_LEN, msg_end)?;
+        if rdlen != 0 {
+            check_edns_options(data, checked_end, &mut s.opt_at, o + OPT_RR_LEN, msg_end)?;
+        }
     } else if question_end != msg_end {
         // Trailing bytes inside the UDP payload: not a query shape we answer.
         return Err(Counter::PassMalformed);
     }
-    let cd = hdr[dns + 3] & 0x10 != 0;
-    key.flags = if do_bit { KEY_DO } else { 0 } | if cd { KEY_CD } else { 0 };
+    key.flags = if do_bit { KEY_DO } else { 0 } | if cd != 0 { KEY_CD } else { 0 };
 
     // SAFETY: read through a pointer into the map value; userspace replaces
     // entries whole (an update swaps in a new element), so the fields read
@@ -390,6 +413,7 @@ fn try_answer(ctx: &XdpContext) -> Result<bool, Counter> {
     if payload_len > client_size {
         return Err(Counter::PassTooBig);
     }
+    check_addressing(ctx)?;
 
     let new_frame_len = DNS_OFF + payload_len;
     let delta = new_frame_len as i64 - frame_len as i64;
@@ -398,11 +422,23 @@ fn try_answer(ctx: &XdpContext) -> Result<bool, Counter> {
     }
 
     // From here on the frame is ours: it is rewritten and sent back. A
-    // failed store cannot happen while the bounds above hold; were it to,
-    // the frame is no longer the query and the stack drops it (counted).
-    let arcount_out = v.arcount + edns as u16;
-    rewrite_headers(hdr, payload_len, v, arcount_out);
+    // failed bounds check or store cannot happen while the checks above
+    // hold; were it to, the frame is no longer the query and the stack
+    // drops it (counted).
     store(ctx, question_end, v.sections.as_ptr(), sections_len)?;
+    let mut opt_rr = [0u8; 12];
+    if edns {
+        write_opt(&mut opt_rr, do_bit);
+        store(
+            ctx,
+            question_end + sections_len,
+            opt_rr.as_ptr(),
+            OPT_RR_LEN,
+        )?;
+    }
+    // The tail adjust and the stores invalidate earlier frame pointers.
+    let data = ctx.data();
+    let end = ctx.data_end();
     let ttl_be = ttl.to_be_bytes();
     let mut ttls = v.ttl_count as usize;
     if ttls > MAX_TTLS {
@@ -414,54 +450,60 @@ fn try_answer(ctx: &XdpContext) -> Result<bool, Counter> {
             break;
         }
         // Offsets come from userspace: masked so that the verifier sees a
-        // bound; the helper checks them against the frame.
-        let at = (v.ttl_at[k] as usize) & 0x1ff;
-        store(ctx, question_end + at, ttl_be.as_ptr(), 4)?;
+        // bound, and checked against the frame.
+        let at = question_end + ((v.ttl_at[k] as usize) & 0x1ff);
+        let p = data + at;
+        if p + 4 > end {
+            return Err(Counter::PassBuildFailed);
+        }
+        // SAFETY: four bytes inside the frame (checked above).
+        unsafe { core::ptr::write_unaligned(p as *mut [u8; 4], ttl_be) };
         k += 1;
     }
-    let mut opt_rr = [0u8; 12];
-    if edns {
-        write_opt(&mut opt_rr, do_bit);
-        store(
-            ctx,
-            question_end + sections_len,
-            opt_rr.as_ptr(),
-            OPT_RR_LEN,
-        )?;
+    if data + HEADERS_LEN > end {
+        return Err(Counter::PassBuildFailed);
     }
-
-    let udp_sum = udp_checksum(hdr, &s.raw, qfix, v, ttl, &opt_rr, name_len, opt_len);
+    // SAFETY: HEADERS_LEN bytes are inside the frame (checked above).
+    let hdr = unsafe { &mut *(data as *mut [u8; HEADERS_LEN]) };
+    let arcount_out = v.arcount + edns as u16;
+    rewrite_headers(hdr, payload_len, v, rd, cd, arcount_out);
+    let udp_sum = udp_checksum(hdr, name_sum, qfix, v, ttl, &opt_rr, name_len, opt_len);
     hdr[udp + 6] = (udp_sum >> 8) as u8;
     hdr[udp + 7] = udp_sum as u8;
-    store(ctx, 0, hdr.as_ptr(), HEADERS_LEN)?;
     Ok(expires != 0)
 }
 
-/// Walks the labels of the name in `s.raw` (`want` bytes loaded), hopping
-/// from length byte to length byte (a label is at least two bytes, so
-/// MAX_NAME_LEN / 2 hops reach any name that fits); the name's length.
+/// Walks the labels of the question name in the frame, hopping from length
+/// byte to length byte (a label is at least two bytes, so MAX_NAME_LEN / 2
+/// hops reach any name that fits); the name's length, terminating zero
+/// included. `room`: bytes of the message from the name on.
 #[inline(always)]
 fn walk_name(
-    raw: &[u64; NAME_WORDS],
+    data: usize,
+    end: usize,
     next_label: &mut u32,
     name_len: &mut u32,
-    want: usize,
+    room: usize,
 ) -> Result<usize, Counter> {
     put(next_label, 0);
     put(name_len, 0);
     let mut hop = 0;
     while hop < MAX_NAME_LEN / 2 {
         let at = get(next_label);
-        if at >= want || at >= MAX_NAME_LEN {
+        if at >= room || at >= MAX_NAME_LEN {
             // The message ended inside the name (truncated), or the name is
             // longer than the kernel handles (userspace answers it).
-            return Err(if want < MAX_NAME_LEN {
+            return Err(if room <= at {
                 Counter::PassMalformed
             } else {
                 Counter::PassNotInMap
             });
         }
-        let len = name_byte(raw, at);
+        // Two bytes: a name in a well-formed query is followed by at least
+        // its type and class.
+        let Some([len, _]) = bytes_at::<2>(data, end, QNAME_OFF + at) else {
+            return Err(Counter::PassMalformed);
+        };
         if len == 0 {
             put(name_len, at + 1);
             break;
@@ -481,29 +523,52 @@ fn walk_name(
     Ok(len)
 }
 
+/// Copies the question name (`name_len` bytes, inside the frame and
+/// followed by the four bytes of type and class) to the key lower-cased,
+/// eight bytes at a time, zero padded; returns the ones'-complement sum of
+/// the name as the client sent it (big-endian words, folded), for the
+/// answer's checksum. Length bytes (1..=63) are below 'A' and stay as they
+/// are.
 #[inline(always)]
-fn name_byte(raw: &[u64; NAME_WORDS], at: usize) -> u8 {
-    let word = raw[(at / 8) % NAME_WORDS];
-    (word >> ((at % 8) * 8)) as u8
-}
-
-/// Copies the name to the key lower-cased, eight bytes at a time, and zeroes
-/// both after its end (the key must be zero padded; `raw` is summed into the
-/// checksum). Length bytes (1..=63) are below 'A' and stay as they are.
-#[inline(always)]
-fn lower_into(key: &mut [u8; MAX_NAME_LEN], raw: &mut [u64; NAME_WORDS], name_len: usize) {
+fn lower_into(key: &mut [u8; MAX_NAME_LEN], data: usize, end: usize, name_len: usize) -> u16 {
     let out = key.as_mut_ptr() as *mut u64;
+    let mut sum: u64 = 0;
     let mut w = 0;
     while w < NAME_WORDS {
         let start = w * 8;
-        let mut x = raw[w];
-        if start >= name_len {
-            x = 0;
-        } else if start + 8 > name_len {
-            // Little-endian: the first bytes of the name are the low ones.
-            x &= (1u64 << ((name_len - start) * 8)) - 1;
+        let mut x: u64 = 0;
+        if start < name_len {
+            let p = data + QNAME_OFF + start;
+            if p + 8 <= end {
+                // SAFETY: eight bytes inside the frame (checked above).
+                x = unsafe { core::ptr::read_unaligned(p as *const u64) };
+            } else if p + 4 <= end {
+                // A last word that runs past the frame: the name is followed
+                // by type and class, so at least four bytes are there; the
+                // rest one by one, each checked (constant offsets: what the
+                // verifier follows).
+                // SAFETY: every read below is checked against the end.
+                unsafe {
+                    x = core::ptr::read_unaligned(p as *const u32) as u64;
+                    if p + 5 <= end {
+                        x |= (*((p + 4) as *const u8) as u64) << 32;
+                    }
+                    if p + 6 <= end {
+                        x |= (*((p + 5) as *const u8) as u64) << 40;
+                    }
+                    if p + 7 <= end {
+                        x |= (*((p + 6) as *const u8) as u64) << 48;
+                    }
+                }
+            }
+            if start + 8 > name_len {
+                // Little-endian: the first bytes of the name are the low ones.
+                x &= (1u64 << ((name_len - start) * 8)) - 1;
+            }
         }
-        raw[w] = x;
+        // The little-endian 16-bit words of `x`, summed 32 bits at a time:
+        // the byte-swapped big-endian sum (swapped back below).
+        sum += (x & 0xffff_ffff) + (x >> 32);
         // SWAR ASCII lower-casing: 0x80 marks each byte in 'A'..='Z'.
         let heptets = x & 0x7f7f_7f7f_7f7f_7f7f;
         let above_z = heptets.wrapping_add(0x2525_2525_2525_2525); // > 'Z' sets bit 7
@@ -514,6 +579,9 @@ fn lower_into(key: &mut [u8; MAX_NAME_LEN], raw: &mut [u64; NAME_WORDS], name_le
         unsafe { out.add(w).write(x | (upper >> 2)) };
         w += 1;
     }
+    let sum = (sum & 0xffff_ffff) + (sum >> 32);
+    let sum = (sum & 0xffff_ffff) + (sum >> 32);
+    checksum::fold(sum as u32).swap_bytes()
 }
 
 /// The OPT record's options must be well-formed TLVs that end exactly at
@@ -521,7 +589,8 @@ fn lower_into(key: &mut [u8; MAX_NAME_LEN], raw: &mut [u64; NAME_WORDS], name_le
 /// server to ignore a COOKIE). More options than we walk go to userspace.
 #[inline(always)]
 fn check_edns_options(
-    ctx: &XdpContext,
+    data: usize,
+    end: usize,
     opt_at: &mut u32,
     start: usize,
     msg_end: usize,
@@ -536,36 +605,22 @@ fn check_edns_options(
         if at + 4 > msg_end {
             return Err(Counter::PassMalformed);
         }
-        let mut tlv = [0u8; 4];
-        load(ctx, at, &mut tlv)?;
+        // Masked: a bound the verifier can see (a frame is shorter).
+        let at = at & 0x3fff;
+        let Some(tlv) = bytes_at::<4>(data, end, at) else {
+            return Err(Counter::PassMalformed);
+        };
         put(opt_at, at + 4 + be16(tlv[2], tlv[3]) as usize);
         k += 1;
     }
-    let end = get(opt_at);
-    if end == msg_end {
+    let end_at = get(opt_at);
+    if end_at == msg_end {
         Ok(())
-    } else if end < msg_end {
+    } else if end_at < msg_end {
         Err(Counter::PassUnsupportedEdns)
     } else {
         Err(Counter::PassMalformed)
     }
-}
-
-/// Loads `want` (1..=MAX_NAME_LEN) bytes of the question name.
-#[inline(always)]
-fn load_name(ctx: &XdpContext, want: usize, raw: &mut [u64; NAME_WORDS]) -> bool {
-    if want == 0 || want > MAX_NAME_LEN {
-        return false;
-    }
-    let ret = unsafe {
-        bpf_xdp_load_bytes(
-            ctx.ctx,
-            QNAME_OFF as u32,
-            raw.as_mut_ptr().cast(),
-            want as u32,
-        )
-    };
-    ret == 0
 }
 
 fn heartbeat_fresh() -> bool {
@@ -599,7 +654,14 @@ fn write_opt(opt: &mut [u8; 12], do_bit: bool) {
 
 /// Turns the saved headers of the query into those of the answer.
 #[inline(always)]
-fn rewrite_headers(hdr: &mut [u8; HEADERS_BUF], payload_len: usize, v: &AnswerValue, arcount: u16) {
+fn rewrite_headers(
+    hdr: &mut [u8; HEADERS_LEN],
+    payload_len: usize,
+    v: &AnswerValue,
+    rd: u8,
+    cd: u8,
+    arcount: u16,
+) {
     let mut i = 0;
     while i < 6 {
         hdr.swap(i, i + 6);
@@ -633,8 +695,8 @@ fn rewrite_headers(hdr: &mut [u8; HEADERS_BUF], payload_len: usize, v: &AnswerVa
     let dns = DNS_OFF;
     // The entry's QR, AA, RA, AD and RCODE; the query's RD and CD.
     let flags = v.header_flags.to_be_bytes();
-    hdr[dns + 2] = flags[0] | (hdr[dns + 2] & 0x01);
-    hdr[dns + 3] = flags[1] | (hdr[dns + 3] & 0x10);
+    hdr[dns + 2] = flags[0] | rd;
+    hdr[dns + 3] = flags[1] | cd;
     hdr[dns + 4] = 0;
     hdr[dns + 5] = 1;
     let an = v.ancount.to_be_bytes();
@@ -656,8 +718,8 @@ fn rewrite_headers(hdr: &mut [u8; HEADERS_BUF], payload_len: usize, v: &AnswerVa
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn udp_checksum(
-    hdr: &[u8; HEADERS_BUF],
-    name: &[u64; NAME_WORDS],
+    hdr: &[u8; HEADERS_LEN],
+    name_sum: u16,
     qfix: [u8; 4],
     v: &AnswerValue,
     ttl: u32,
@@ -673,10 +735,8 @@ fn udp_checksum(
     sum += 17;
     sum += ((hdr[udp + 4] as u32) << 8) | hdr[udp + 5] as u32;
     sum = checksum::add_range(sum, hdr, udp, UDP_LEN + DNS_HEADER_LEN);
-    // The name starts at message offset 12 (even), zero padded after it.
-    // SAFETY: a [u64; N] is N * 8 bytes.
-    let name_bytes: &[u8; MAX_NAME_LEN] = unsafe { &*(name.as_ptr() as *const [u8; MAX_NAME_LEN]) };
-    sum += checksum::block(name_bytes) as u32;
+    // The name starts at message offset 12 (even).
+    sum += name_sum as u32;
     // Everything after the name starts at an odd offset when its length is.
     let odd = name_len % 2 == 1;
     let fixed = ((qfix[0] as u32) << 8 | qfix[1] as u32) + ((qfix[2] as u32) << 8 | qfix[3] as u32);
