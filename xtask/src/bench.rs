@@ -21,9 +21,14 @@ use crate::util::{run, workspace_root};
 
 #[derive(clap::Args)]
 pub struct BenchOpts {
-    /// A short smoke run (under two minutes).
+    /// A short smoke run.
     #[arg(long)]
     pub quick: bool,
+    /// The XDP figures and the answer cache's lab only (the node-like
+    /// workload and the masters' outage); its results go to
+    /// `bench/runs/<date>/CACHE.md`, and RESULTS.md is left as it is.
+    #[arg(long)]
+    pub cache_only: bool,
 }
 
 const NS: &str = "spartan-bench";
@@ -196,8 +201,43 @@ pub fn bench(bin: &Path, opts: BenchOpts) -> Result<()> {
     if !xdp.status.success() {
         bail!("bench-xdp failed: {}", String::from_utf8_lossy(&xdp.stderr));
     }
+    if opts.cache_only {
+        return cache_lab_only(bin, opts.quick, &xdp_table);
+    }
     fast_path_costs(bin, opts.quick)?;
     lab(bin, opts.quick, &xdp_table)
+}
+
+fn run_stamp() -> Result<String> {
+    let stamp = std::process::Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%dT%H%M%SZ")
+        .output()?;
+    Ok(String::from_utf8_lossy(&stamp.stdout).trim().to_string())
+}
+
+fn cache_lab_only(bin: &Path, quick: bool, xdp_table: &str) -> Result<()> {
+    let stamp = run_stamp()?;
+    let out_dir = workspace_root().join("bench").join("runs").join(&stamp);
+    std::fs::create_dir_all(&out_dir)?;
+    let lab = crate::lab::Lab::new(&out_dir)?;
+    let _ = Command::new("sysctl")
+        .args(["-q", "-w", "kernel.bpf_stats_enabled=1"])
+        .status();
+    let results = crate::cachelab::run(bin, &lab, quick);
+    let _ = Command::new("sysctl")
+        .args(["-q", "-w", "kernel.bpf_stats_enabled=0"])
+        .status();
+    drop(lab);
+    let results = results?;
+    let md = format!(
+        "# Answer cache lab ({stamp}, {} mode)\n\n## XDP program (BPF_PROG_TEST_RUN)\n\n```\n{xdp_table}```\n\n{}",
+        if quick { "quick" } else { "full" },
+        crate::cachelab::markdown(&results)
+    );
+    std::fs::write(out_dir.join("CACHE.md"), &md)?;
+    println!("\n{md}\nwritten {}", out_dir.join("CACHE.md").display());
+    Ok(())
 }
 
 /// Scenarios of the lab: name, the queries, the blackholed upstream.
@@ -246,11 +286,7 @@ fn lab(bin: &Path, quick: bool, xdp_table: &str) -> Result<()> {
     use std::collections::BTreeMap;
 
     use crate::lab::{Lab, System, dnsperf, glibc_baseline, terminate};
-    let stamp = std::process::Command::new("date")
-        .arg("-u")
-        .arg("+%Y-%m-%dT%H%M%SZ")
-        .output()?;
-    let stamp = String::from_utf8_lossy(&stamp.stdout).trim().to_string();
+    let stamp = run_stamp()?;
     let out_dir = workspace_root().join("bench").join("runs").join(&stamp);
     std::fs::create_dir_all(&out_dir)?;
     println!(
@@ -299,6 +335,8 @@ fn lab(bin: &Path, quick: bool, xdp_table: &str) -> Result<()> {
             }
         }
     }
+    let cache = crate::cachelab::run(bin, &lab, quick)?;
+    let cache_md = crate::cachelab::markdown(&cache);
     let syscalls = crate::lab::syscalls_per_forwarded_query(bin, &lab.dir, seconds)?;
     let restarts = crate::restart::run(bin, &lab.dir, if quick { 5 } else { 8 })?;
     let restart_table = crate::restart::markdown(&restarts);
@@ -371,7 +409,7 @@ fn lab(bin: &Path, quick: bool, xdp_table: &str) -> Result<()> {
         syscalls.queries,
         syscalls.table
     );
-    let md = crate::lab::markdown(&results, &header);
+    let md = crate::lab::markdown(&results, &header) + "\n" + &cache_md;
     std::fs::write(
         out_dir.join("results.json"),
         serde_json::to_string_pretty(&serde_json::json!({

@@ -144,6 +144,19 @@ impl Lab {
 
     /// Drops everything to `addr` in the upstreams' namespace (a silent
     /// blackhole), or lifts every such rule.
+    /// Blackholes every upstream at once (every master down).
+    pub fn blackhole_all() -> Result<()> {
+        Self::blackhole(None)?;
+        for a in UPSTREAMS {
+            for proto in ["udp", "tcp"] {
+                run(ns(UP, "iptables").args([
+                    "-A", "INPUT", "-d", a, "-p", proto, "--dport", "53", "-j", "DROP",
+                ]))?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn blackhole(addr: Option<&str>) -> Result<()> {
         let _ = ns(UP, "iptables").args(["-F", "INPUT"]).status();
         if let Some(a) = addr {
@@ -216,11 +229,16 @@ web.marathon IN A 10.0.1.10\nweb.marathon IN A 10.0.1.11\n_web._tcp.marathon IN 
         "$ORIGIN example.net.\n$TTL 0\n@ IN SOA ns1.example.net. root.example.net. 1 60 60 600 0\n@ IN NS ns1.example.net.\n\
 ns1 IN A 198.18.0.1\nwww IN A 192.0.2.80\napi IN A 192.0.2.81\n",
     )?;
+    let mut extra = String::new();
+    for (zone, text) in crate::cachelab::zones() {
+        std::fs::write(d.join(format!("{zone}.zone")), text)?;
+        extra.push_str(&format!("zone:\n  name: {zone}\n  zonefile: {zone}.zone\n"));
+    }
     let conf = format!(
         "server:\n  ip-address: {addr}\n  username: \"\"\n  chroot: \"\"\n  zonesdir: \"{d}\"\n  pidfile: \"{d}/nsd.pid\"\n  \
 database: \"\"\n  xfrdfile: \"{d}/xfrd.state\"\n  zonelistfile: \"{d}/zone.list\"\n  verbosity: 0\n  \
 rrl-ratelimit: 0\n  rrl-whitelist-ratelimit: 0\n  server-count: 1\n  do-ip6: no\n\
-remote-control:\n  control-enable: no\nzone:\n  name: mesos\n  zonefile: mesos.zone\nzone:\n  name: example.net\n  zonefile: example.net.zone\n",
+remote-control:\n  control-enable: no\nzone:\n  name: mesos\n  zonefile: mesos.zone\nzone:\n  name: example.net\n  zonefile: example.net.zone\n{extra}",
         d = d.display()
     );
     std::fs::write(d.join("nsd.conf"), conf)?;
@@ -274,7 +292,11 @@ pub fn wait_answer(netns: &str, server: &str, name: &str) -> Result<()> {
 pub enum System {
     SpartanKernel,
     SpartanUser,
+    /// Spartan with `--no-cache` (the cache lab only).
+    SpartanNoCache,
     Dnsmasq,
+    /// dnsmasq with its cache on (the cache lab only).
+    DnsmasqCache,
     Dnsdist,
     DnsdistCache,
     Unbound,
@@ -294,6 +316,8 @@ impl System {
         match self {
             System::SpartanKernel => "spartan (kernel path)",
             System::SpartanUser => "spartan (userspace)",
+            System::SpartanNoCache => "spartan --no-cache",
+            System::DnsmasqCache => "dnsmasq + cache",
             System::Dnsmasq => "dnsmasq --all-servers",
             System::Dnsdist => "dnsdist",
             System::DnsdistCache => "dnsdist + packet cache",
@@ -302,7 +326,15 @@ impl System {
     }
 
     pub fn is_spartan(self) -> bool {
-        matches!(self, System::SpartanKernel | System::SpartanUser)
+        matches!(
+            self,
+            System::SpartanKernel | System::SpartanUser | System::SpartanNoCache
+        )
+    }
+
+    /// The name as a file name.
+    pub fn slug(self) -> String {
+        self.name().replace([' ', '(', ')', '+'], "-")
     }
 
     /// Writes the system's configuration under `dir` and starts it in the
@@ -335,7 +367,7 @@ impl System {
         std::fs::create_dir_all(&d)?;
         let ups: Vec<String> = UPSTREAMS.iter().map(|u| u.to_string()).collect();
         let cmd = match self {
-            System::SpartanKernel | System::SpartanUser => {
+            System::SpartanKernel | System::SpartanUser | System::SpartanNoCache => {
                 let mut c = ns(NODE, bin.to_str().unwrap());
                 c.args([
                     "run",
@@ -355,13 +387,17 @@ impl System {
                 if self == System::SpartanUser {
                     c.arg("--no-xdp");
                 }
+                if self == System::SpartanNoCache {
+                    c.arg("--no-cache");
+                }
                 std::fs::write(d.join("command.txt"), format!("{c:?}\n"))?;
                 c
             }
-            System::Dnsmasq => {
-                let mut conf = String::from(
+            System::Dnsmasq | System::DnsmasqCache => {
+                let cache = if self == System::DnsmasqCache { 10000 } else { 0 };
+                let mut conf = format!(
                     "no-resolv\nno-hosts\nbind-interfaces\nlisten-address=198.51.100.1\nexcept-interface=sbn-u\n\
-all-servers\ncache-size=0\nhost-record=ready.spartan,127.0.0.1\ndns-forward-max=1000\nuser=root\n",
+all-servers\ncache-size={cache}\nhost-record=ready.spartan,127.0.0.1\ndns-forward-max=1000\nuser=root\n",
                 );
                 for u in &ups {
                     conf.push_str(&format!("server={u}\n"));

@@ -1,6 +1,7 @@
 //! `cargo xtask`: set up, build, run, test and benchmark Spartan.
 
 mod bench;
+mod cachelab;
 mod chart;
 mod lab;
 mod restart;
