@@ -29,14 +29,23 @@ pub fn zones() -> Vec<(&'static str, String)> {
         "$ORIGIN svc.mesos.\n$TTL 60\n@ IN SOA ns1.mesos. root.mesos. 1 60 60 600 5\n@ IN NS ns1.mesos.\n",
     );
     for i in 0..MESOS_NAMES {
-        mesos.push_str(&format!("app-{i} IN A 10.{}.{}.{}\n", 1 + i / 65536, (i / 256) % 256, i % 256));
+        mesos.push_str(&format!(
+            "app-{i} IN A 10.{}.{}.{}\n",
+            1 + i / 65536,
+            (i / 256) % 256,
+            i % 256
+        ));
     }
     let mut other = String::from(
         "$ORIGIN node.example.\n$TTL 300\n@ IN SOA ns1.node.example. root.node.example. 1 60 60 600 5\n@ IN NS ns1.node.example.\nns1 IN A 198.18.0.1\n",
     );
     for i in 0..OTHER_NAMES {
         let ttl = OTHER_TTLS[i % OTHER_TTLS.len()];
-        other.push_str(&format!("host-{i} {ttl} IN A 172.16.{}.{}\n", i / 256, i % 256));
+        other.push_str(&format!(
+            "host-{i} {ttl} IN A 172.16.{}.{}\n",
+            i / 256,
+            i % 256
+        ));
     }
     vec![("svc.mesos", mesos), ("node.example", other)]
 }
@@ -92,8 +101,19 @@ fn ranked(mesos: bool, other: bool) -> Vec<String> {
 /// Starts counting the DNS datagrams the upstreams receive (raw table, so
 /// that the blackhole rules in INPUT do not touch it).
 fn count_upstream_queries() -> Result<()> {
-    let _ = ns(UP, "iptables").args(["-t", "raw", "-F", "PREROUTING"]).status();
-    crate::util::run(ns(UP, "iptables").args(["-t", "raw", "-A", "PREROUTING", "-p", "udp", "--dport", "53"]))?;
+    let _ = ns(UP, "iptables")
+        .args(["-t", "raw", "-F", "PREROUTING"])
+        .status();
+    crate::util::run(ns(UP, "iptables").args([
+        "-t",
+        "raw",
+        "-A",
+        "PREROUTING",
+        "-p",
+        "udp",
+        "--dport",
+        "53",
+    ]))?;
     Ok(())
 }
 
@@ -114,9 +134,17 @@ fn upstream_queries() -> u64 {
 /// Spartan's cache hits so far: (kernel, userspace), from `spartan stats`.
 fn spartan_hits(bin: &Path) -> (u64, u64) {
     let out = ns(NODE, bin.to_str().unwrap())
-        .args(["stats", "--pin-dir", SPARTAN_PINS, "--http", "127.0.0.1:62080"])
+        .args([
+            "stats",
+            "--pin-dir",
+            SPARTAN_PINS,
+            "--http",
+            "127.0.0.1:62080",
+        ])
         .output();
-    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default();
+    let text = out
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
     let kernel = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("answered_from_cache"))
@@ -132,10 +160,18 @@ fn spartan_hits(bin: &Path) -> (u64, u64) {
 
 /// NOERROR answers in a dnsperf run's report.
 fn noerror(dir: &Path, label: &str) -> u64 {
-    let text = std::fs::read_to_string(dir.join(format!("{label}.dnsperf.txt"))).unwrap_or_default();
+    let text =
+        std::fs::read_to_string(dir.join(format!("{label}.dnsperf.txt"))).unwrap_or_default();
     text.lines()
         .find_map(|l| l.trim().strip_prefix("Response codes:"))
-        .and_then(|l| l.split("NOERROR").nth(1)?.split_whitespace().next()?.parse().ok())
+        .and_then(|l| {
+            l.split("NOERROR")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .unwrap_or(0)
 }
 
@@ -195,13 +231,23 @@ pub fn run(bin: &Path, lab: &Lab, quick: bool) -> Result<Results> {
     count_upstream_queries()?;
     Lab::blackhole(None)?;
     let mut workload = Vec::new();
-    println!("\n== answer cache: node-like workload, Zipf over {} names, {RATE} qps for {seconds} s", MESOS_NAMES + OTHER_NAMES);
+    println!(
+        "\n== answer cache: node-like workload, Zipf over {} names, {RATE} qps for {seconds} s",
+        MESOS_NAMES + OTHER_NAMES
+    );
     for system in WORKLOAD_SYSTEMS {
         let mut child = system.start(bin, &lab.dir)?;
         let label = format!("cache-{}", system.slug());
         let up0 = upstream_queries();
         let hits0 = system.is_spartan().then(|| spartan_hits(bin));
-        let r = dnsperf(&lab.dir, &label, &refs, seconds, Load::Rate(RATE), child.id());
+        let r = dnsperf(
+            &lab.dir,
+            &label,
+            &refs,
+            seconds,
+            Load::Rate(RATE),
+            child.id(),
+        );
         let up1 = upstream_queries();
         let hits1 = system.is_spartan().then(|| spartan_hits(bin));
         terminate(&mut child);
@@ -211,7 +257,9 @@ pub fn run(bin: &Path, lab: &Lab, quick: bool) -> Result<Results> {
         let r = r?;
         let asked = r.completed.max(1) as f64;
         let hits = match (hits0, hits1) {
-            (Some((k0, u0)), Some((k1, u1))) => Some(((k1 - k0) as f64 / asked, (u1 - u0) as f64 / asked)),
+            (Some((k0, u0)), Some((k1, u1))) => {
+                Some(((k1 - k0) as f64 / asked, (u1 - u0) as f64 / asked))
+            }
             _ => None,
         };
         let upstream_per_query = (up1 - up0) as f64 / asked;
@@ -221,7 +269,11 @@ pub fn run(bin: &Path, lab: &Lab, quick: bool) -> Result<Results> {
             r.p99_ms,
             r.server_cpu_us_per_query,
             upstream_per_query,
-            hits.map_or("-".into(), |(k, u)| format!("kernel {:.1}% userspace {:.1}%", k * 100.0, u * 100.0))
+            hits.map_or("-".into(), |(k, u)| format!(
+                "kernel {:.1}% userspace {:.1}%",
+                k * 100.0,
+                u * 100.0
+            ))
         );
         workload.push(WorkloadRow {
             system: system.name().to_string(),
@@ -231,10 +283,16 @@ pub fn run(bin: &Path, lab: &Lab, quick: bool) -> Result<Results> {
         });
     }
 
-    println!("\n== answer cache: every master down for {outage_seconds} s, clients asking *.mesos at {RATE} qps");
+    println!(
+        "\n== answer cache: every master down for {outage_seconds} s, clients asking *.mesos at {RATE} qps"
+    );
     let mesos = zipf(&ranked(true, false), RATE as usize * warm as usize, 11);
     let mesos_refs: Vec<&str> = mesos.iter().map(String::as_str).collect();
-    let down = zipf(&ranked(true, false), RATE as usize * outage_seconds as usize, 13);
+    let down = zipf(
+        &ranked(true, false),
+        RATE as usize * outage_seconds as usize,
+        13,
+    );
     let down_refs: Vec<&str> = down.iter().map(String::as_str).collect();
     let mut outage = Vec::new();
     for system in OUTAGE_SYSTEMS {
@@ -242,11 +300,25 @@ pub fn run(bin: &Path, lab: &Lab, quick: bool) -> Result<Results> {
         let mut child = system.start(bin, &lab.dir)?;
         let up0 = upstream_queries();
         let label = format!("outage-warm-{}", system.slug());
-        let warm_run = dnsperf(&lab.dir, &label, &mesos_refs, warm, Load::Rate(RATE), child.id());
+        let warm_run = dnsperf(
+            &lab.dir,
+            &label,
+            &mesos_refs,
+            warm,
+            Load::Rate(RATE),
+            child.id(),
+        );
         let up1 = upstream_queries();
         Lab::blackhole_all()?;
         let label = format!("outage-{}", system.slug());
-        let r = dnsperf(&lab.dir, &label, &down_refs, outage_seconds, Load::Rate(RATE), child.id());
+        let r = dnsperf(
+            &lab.dir,
+            &label,
+            &down_refs,
+            outage_seconds,
+            Load::Rate(RATE),
+            child.id(),
+        );
         Lab::blackhole(None)?;
         terminate(&mut child);
         if system.is_spartan() {
@@ -267,7 +339,9 @@ pub fn run(bin: &Path, lab: &Lab, quick: bool) -> Result<Results> {
         );
         outage.push(row);
     }
-    let _ = ns(UP, "iptables").args(["-t", "raw", "-F", "PREROUTING"]).status();
+    let _ = ns(UP, "iptables")
+        .args(["-t", "raw", "-F", "PREROUTING"])
+        .status();
     let _ = Command::new("true").status();
     Ok(Results {
         workload,
@@ -296,7 +370,9 @@ pub fn markdown(r: &Results) -> String {
             w.system,
             w.run.p99_ms,
             w.run.server_cpu_us_per_query,
-            w.run.xdp_ns_per_run.map_or("-".into(), |n| format!("{n:.0}")),
+            w.run
+                .xdp_ns_per_run
+                .map_or("-".into(), |n| format!("{n:.0}")),
             w.upstream_per_query
         ));
     }
@@ -317,7 +393,10 @@ pub fn markdown(r: &Results) -> String {
             .find(|o| o.system == name)
             .map(|o| o.warm_upstream_per_query)
     };
-    if let (Some(with), Some(without)) = (per(System::SpartanKernel.name()), per(System::SpartanNoCache.name())) {
+    if let (Some(with), Some(without)) = (
+        per(System::SpartanKernel.name()),
+        per(System::SpartanNoCache.name()),
+    ) {
         s.push_str(&format!(
             "\n### The masters' Mesos-DNS in a 10,000-node cluster\n\nEach `*.mesos` query a node's clients send costs the masters {without:.3} packets without the cache (Spartan races two of them) and {with:.3} with it (measured above, warm-up phase: {RATE} qps of {MESOS_NAMES} Zipf-popular names, TTL capped at 5 s, cold start included). The masters' load is 10,000 × (queries per node per second) × that figure, shared by the masters:\n\n| `*.mesos` queries per node per second | masters' load without cache (qps) | with cache (qps) |\n|---|---|---|\n",
         ));

@@ -394,7 +394,11 @@ impl System {
                 c
             }
             System::Dnsmasq | System::DnsmasqCache => {
-                let cache = if self == System::DnsmasqCache { 10000 } else { 0 };
+                let cache = if self == System::DnsmasqCache {
+                    10000
+                } else {
+                    0
+                };
                 let mut conf = format!(
                     "no-resolv\nno-hosts\nbind-interfaces\nlisten-address=198.51.100.1\nexcept-interface=sbn-u\n\
 all-servers\ncache-size={cache}\nhost-record=ready.spartan,127.0.0.1\ndns-forward-max=1000\nuser=root\n",
