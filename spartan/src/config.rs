@@ -140,6 +140,9 @@ pub struct CacheFile {
     /// How long past its expiry an answer may still be served when every
     /// upstream fails (RFC 8767); 0 turns serve-stale off.
     pub stale_max_s: Option<u32>,
+    /// How long a query for an expired answer waits for the upstreams
+    /// before it gets the stale answer (RFC 8767's client response timer).
+    pub stale_answer_after_ms: Option<u64>,
 }
 
 /// The answer cache's settings.
@@ -152,6 +155,7 @@ pub struct CacheConfig {
     pub mesos_max_ttl_s: u32,
     pub negative_ttl_s: u32,
     pub stale_max_s: u32,
+    pub stale_answer_after_ms: u64,
 }
 
 impl CacheConfig {
@@ -166,6 +170,7 @@ impl CacheConfig {
             mesos_max_ttl_s: file.mesos_max_ttl_s.unwrap_or(5),
             negative_ttl_s: file.negative_ttl_s.unwrap_or(5),
             stale_max_s: file.stale_max_s.unwrap_or(86_400),
+            stale_answer_after_ms: file.stale_answer_after_ms.unwrap_or(500),
         };
         if c.enabled && c.max_entries == 0 {
             return Err(invalid(
@@ -188,6 +193,7 @@ impl CacheConfig {
             mesos_max_ttl_s: Some(self.mesos_max_ttl_s),
             negative_ttl_s: Some(self.negative_ttl_s),
             stale_max_s: Some(self.stale_max_s),
+            stale_answer_after_ms: Some(self.stale_answer_after_ms),
         }
     }
 }

@@ -247,8 +247,8 @@ fn root_stale_answers_are_served_while_every_master_is_down_until_stale_max() {
         std::env::temp_dir().join(format!("spartan-stale-{}.toml", tests::netns::unique("c")));
     std::fs::write(
         &conf,
-        "upstream_timeout_ms = 300\nquery_deadline_ms = 600\n\
-         [cache]\nmesos_max_ttl_s = 1\nstale_max_s = 3\n",
+        "upstream_timeout_ms = 2000\nquery_deadline_ms = 2500\n\
+         [cache]\nmesos_max_ttl_s = 1\nstale_max_s = 3\nstale_answer_after_ms = 300\n",
     )
     .unwrap();
     let _s = spartan(
@@ -267,7 +267,14 @@ fn root_stale_answers_are_served_while_every_master_is_down_until_stale_max() {
     let stored = Instant::now();
     up.pause();
     std::thread::sleep(Duration::from_millis(1200));
+    let asked = Instant::now();
     let stale = ask(&node, "web.marathon.mesos.", RecordType::A);
+    // The client response timer (300 ms), not the upstream timeout (2 s).
+    assert!(
+        asked.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        asked.elapsed()
+    );
     assert_eq!(stale.response_code(), ResponseCode::NoError);
     assert_eq!(ttls(&stale), [30, 30], "RFC 8767: stale answers say 30 s");
     let mut got: Vec<String> = stale
@@ -279,6 +286,15 @@ fn root_stale_answers_are_served_while_every_master_is_down_until_stale_max() {
     assert_eq!(got, ["10.0.1.10", "10.0.1.11"]);
     let served = metrics::scrape_value(&node, "spartan_cache_stale_served_total{}").unwrap_or(0.0);
     assert!(served >= 1.0);
+    // Once the refresh failed, stale answers come at once.
+    let asked = Instant::now();
+    let again = ask(&node, "web.marathon.mesos.", RecordType::A);
+    assert_eq!(ttls(&again), [30, 30]);
+    assert!(
+        asked.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        asked.elapsed()
+    );
     // Past expiry + stale_max_s: nothing left to serve.
     let until = stored + Duration::from_millis(1000 + 3000 + 300);
     std::thread::sleep(until.saturating_duration_since(Instant::now()));

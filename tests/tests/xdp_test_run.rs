@@ -58,6 +58,7 @@ fn cache_config() -> CacheConfig {
         mesos_max_ttl_s: 5,
         negative_ttl_s: 5,
         stale_max_s: 100,
+        stale_answer_after_ms: 500,
     }
 }
 

@@ -44,14 +44,15 @@ impl Waiter {
 
     /// The flight this waiter belongs to, and a copy of its query (for the
     /// forwarder, when it leads).
-    pub fn flight_and_query(&self) -> ((CacheKey, Transport), Box<Message>) {
+    pub fn flight_and_query(&self) -> (FlightKey, Box<Message>) {
         (
             (self.asked.key.clone(), self.asked.transport),
             self.query.clone(),
         )
     }
 
-    fn send_answer(self, answer: &CachedAnswer, ttl: u32, origin: ReplyOrigin) {
+    /// Answers with `answer`, its TTLs `ttl`.
+    pub fn send_answer(self, answer: &CachedAnswer, ttl: u32, origin: ReplyOrigin) {
         let reply = answer.render(&self.asked, ttl).unwrap_or_else(|| {
             let rcode = ResponseCode::from_low(answer.rcode());
             message::truncated(&self.query, rcode)
@@ -60,10 +61,27 @@ impl Waiter {
     }
 }
 
+/// A flight: the key of the query being fetched, and its transport (a TCP
+/// query is forwarded over TCP).
+pub type FlightKey = (CacheKey, Transport);
+
+struct Flight {
+    /// Tells this flight from a later one for the same key.
+    id: u64,
+    /// The first query; it gets the upstream's reply as it is when that is
+    /// not stored (a TC, a SERVFAIL). `None` once answered stale.
+    leader: Option<Waiter>,
+    waiters: Vec<Waiter>,
+    /// The upstreams were slow and the clients got the stale answer: later
+    /// identical queries get it at once.
+    stale_served: bool,
+}
+
 /// Keys being fetched now, with the clients waiting for each.
 #[derive(Default)]
 pub struct Flights {
-    waiting: RefCell<HashMap<(CacheKey, Transport), Vec<Waiter>>>,
+    waiting: RefCell<HashMap<FlightKey, Flight>>,
+    next_id: std::cell::Cell<u64>,
 }
 
 impl Flights {
@@ -73,21 +91,57 @@ impl Flights {
         let mut waiting = self.waiting.borrow_mut();
         let key = (waiter.asked.key.clone(), waiter.asked.transport);
         match waiting.get_mut(&key) {
-            Some(list) if list.len() < MAX_WAITERS => {
-                list.push(waiter);
+            Some(flight) if !flight.stale_served && flight.waiters.len() < MAX_WAITERS => {
+                flight.waiters.push(waiter);
                 Ok(())
             }
             _ => Err(waiter),
         }
     }
 
-    /// Starts a flight for `key` (its first query is the leader).
-    pub fn start(&self, key: (CacheKey, Transport)) {
-        self.waiting.borrow_mut().entry(key).or_default();
+    /// Whether the flight for `key` already answered its clients stale.
+    pub fn stale_served(&self, key: &FlightKey) -> bool {
+        self.waiting
+            .borrow()
+            .get(key)
+            .is_some_and(|f| f.stale_served)
     }
 
-    fn land(&self, key: &(CacheKey, Transport)) -> Vec<Waiter> {
-        self.waiting.borrow_mut().remove(key).unwrap_or_default()
+    /// Starts a flight led by `leader`; its id.
+    pub fn start(&self, key: FlightKey, leader: Waiter) -> u64 {
+        let id = self.next_id.get() + 1;
+        self.next_id.set(id);
+        self.waiting.borrow_mut().insert(
+            key,
+            Flight {
+                id,
+                leader: Some(leader),
+                waiters: Vec::new(),
+                stale_served: false,
+            },
+        );
+        id
+    }
+
+    /// The client response timer (RFC 8767 §5) of flight `id` ran out:
+    /// everyone waiting gets `answer`, stale; the exchange goes on and
+    /// refreshes the cache when it ends.
+    pub fn serve_stale(&self, key: &FlightKey, id: u64, answer: &CachedAnswer) {
+        let (leader, waiters) = {
+            let mut waiting = self.waiting.borrow_mut();
+            let Some(flight) = waiting.get_mut(key).filter(|f| f.id == id) else {
+                return;
+            };
+            flight.stale_served = true;
+            (flight.leader.take(), std::mem::take(&mut flight.waiters))
+        };
+        for w in leader.into_iter().chain(waiters) {
+            w.send_answer(answer, STALE_TTL, ReplyOrigin::Stale);
+        }
+    }
+
+    fn land(&self, key: &FlightKey) -> Option<Flight> {
+        self.waiting.borrow_mut().remove(key)
     }
 
     /// Flights under way.
@@ -101,9 +155,9 @@ impl Flights {
 }
 
 /// The forwarder's answer to a flight's leader: stores it and answers
-/// everyone waiting.
+/// everyone still waiting.
 pub struct FlightLanding {
-    pub leader: Waiter,
+    pub key: FlightKey,
     pub mesos: bool,
     pub flights: Rc<Flights>,
     pub cache: Arc<AnswerCache>,
@@ -111,25 +165,27 @@ pub struct FlightLanding {
 
 impl Responder for FlightLanding {
     fn respond(self: Box<Self>, reply: Vec<u8>, origin: ReplyOrigin) {
-        let key = (self.leader.asked.key.clone(), self.leader.asked.transport);
-        let waiters = self.flights.land(&key);
+        let Some(flight) = self.flights.land(&self.key) else {
+            return;
+        };
         let now = monotonic_ns();
         let rcode = message::rcode(&reply);
         let usable = origin == ReplyOrigin::Upstream
             && matches!(rcode, ResponseCode::NoError | ResponseCode::NXDomain);
         let answer = if usable {
             self.cache
-                .insert(&key.0, &reply, self.mesos, now)
+                .insert(&self.key.0, &reply, self.mesos, now)
                 .ok()
                 .map(|(answer, ttl)| (answer, ttl, ReplyOrigin::Upstream))
         } else {
+            // Every upstream failed: stale answers for a while (RFC 8767).
             self.cache
-                .stale(&key.0, now)
+                .refresh_failed(&self.key.0, now)
                 .map(|answer| (answer, STALE_TTL, ReplyOrigin::Stale))
         };
         match answer {
             Some((answer, ttl, origin)) => {
-                for w in std::iter::once(self.leader).chain(waiters) {
+                for w in flight.leader.into_iter().chain(flight.waiters) {
                     w.send_answer(&answer, ttl, origin);
                 }
             }
@@ -138,7 +194,7 @@ impl Responder for FlightLanding {
                 // the leader gets the reply as it is, the others the same
                 // records under their own ID and question.
                 let shared = CachedAnswer::from_reply(&reply, Ttls::Fixed).ok();
-                for w in waiters {
+                for w in flight.waiters {
                     match &shared {
                         Some(answer) => w.send_answer(answer, 0, origin),
                         None => w
@@ -146,16 +202,18 @@ impl Responder for FlightLanding {
                             .respond(message::servfail(&w.query), ReplyOrigin::Generated),
                     }
                 }
-                self.leader.response.respond(reply, origin);
+                if let Some(leader) = flight.leader {
+                    leader.response.respond(reply, origin);
+                }
             }
         }
     }
 
     fn drop_query(self: Box<Self>) {
-        let key = (self.leader.asked.key.clone(), self.leader.asked.transport);
-        for w in self.flights.land(&key) {
-            w.response.drop_query();
+        if let Some(flight) = self.flights.land(&self.key) {
+            for w in flight.leader.into_iter().chain(flight.waiters) {
+                w.response.drop_query();
+            }
         }
-        self.leader.response.drop_query();
     }
 }

@@ -15,6 +15,6 @@ pub mod policy;
 pub mod store;
 
 pub use answer::{CachedAnswer, Ttls};
-pub use flight::{FlightLanding, Flights, Waiter};
+pub use flight::{FlightKey, FlightLanding, Flights, STALE_TTL, Waiter};
 pub use key::{Asked, CacheKey};
-pub use store::{AnswerCache, AnswerMap, EntryView};
+pub use store::{AnswerCache, AnswerMap, EntryView, Found};

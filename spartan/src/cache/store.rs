@@ -28,6 +28,24 @@ struct Entry {
     expires_ns: u64,
     ttl: u32,
     in_kernel: bool,
+    /// When a refresh last failed (every upstream of the route), 0 if
+    /// never: for [`STALE_REFRESH_NS`] after that the stale answer is served
+    /// at once instead of trying again.
+    refresh_failed_ns: u64,
+}
+
+/// After a failed refresh, how long an expired answer is served without
+/// asking upstream again (RFC 8767 §5 suggests 30 s).
+const STALE_REFRESH_NS: u64 = 30 * NS;
+
+/// What the cache has for a key.
+pub enum Found {
+    /// A fresh answer and its seconds left.
+    Fresh(Arc<CachedAnswer>, u32),
+    /// An expired answer whose refresh failed moments ago: served stale
+    /// without asking upstream.
+    Stale(Arc<CachedAnswer>),
+    Miss,
 }
 
 struct Mirror {
@@ -106,18 +124,50 @@ impl AnswerCache {
         self.store().mirror = Some(Mirror { map, count: 0 });
     }
 
-    /// A fresh answer for `key` with its seconds left.
-    pub fn lookup(&self, key: &CacheKey, now_ns: u64) -> Option<(Arc<CachedAnswer>, u32)> {
+    /// What the cache has for `key` now.
+    pub fn find(&self, key: &CacheKey, now_ns: u64) -> Found {
         let mut store = self.store();
-        let entry = store.lru.get(key)?;
+        let Some(entry) = store.lru.get(key) else {
+            return Found::Miss;
+        };
         if entry.expires_ns > now_ns {
             let left = seconds_left(entry.expires_ns, now_ns).min(entry.ttl);
-            return Some((entry.answer.clone(), left));
+            return Found::Fresh(entry.answer.clone(), left);
         }
-        if now_ns - entry.expires_ns > u64::from(self.config.stale_max_s) * NS {
+        let stale_for = now_ns - entry.expires_ns;
+        if stale_for > u64::from(self.config.stale_max_s) * NS {
             store.remove(key);
+            return Found::Miss;
         }
-        None
+        if entry.refresh_failed_ns != 0 && now_ns - entry.refresh_failed_ns < STALE_REFRESH_NS {
+            return Found::Stale(entry.answer.clone());
+        }
+        Found::Miss
+    }
+
+    /// A fresh answer for `key` with its seconds left.
+    pub fn lookup(&self, key: &CacheKey, now_ns: u64) -> Option<(Arc<CachedAnswer>, u32)> {
+        match self.find(key, now_ns) {
+            Found::Fresh(answer, left) => Some((answer, left)),
+            _ => None,
+        }
+    }
+
+    /// Every upstream failed to refresh `key`: the stale answer, if there is
+    /// one within `stale_max_s`, which is then served at once for a while.
+    pub fn refresh_failed(&self, key: &CacheKey, now_ns: u64) -> Option<Arc<CachedAnswer>> {
+        let answer = self.stale(key, now_ns)?;
+        if let Some(entry) = self.store().lru.peek_mut(key) {
+            entry.refresh_failed_ns = now_ns.max(1);
+        }
+        Some(answer)
+    }
+
+    /// How long a client waits for the upstreams before it gets the stale
+    /// answer, when there is one (RFC 8767's client response timer).
+    pub fn stale_answer_after(&self) -> Option<std::time::Duration> {
+        (self.config.stale_max_s > 0)
+            .then(|| std::time::Duration::from_millis(self.config.stale_answer_after_ms))
     }
 
     /// An expired answer for `key` still within `stale_max_s` of its expiry.
@@ -154,6 +204,7 @@ impl AnswerCache {
                 expires_ns,
                 ttl,
                 in_kernel,
+                refresh_failed_ns: 0,
             },
         );
         Stats::inc(&self.stats.cache_inserts);
@@ -319,6 +370,7 @@ mod tests {
             mesos_max_ttl_s: 5,
             negative_ttl_s: 5,
             stale_max_s: 100,
+            stale_answer_after_ms: 500,
         }
     }
 
@@ -358,6 +410,19 @@ mod tests {
         assert!(cache.lookup(&k, 30 * NS).is_none());
         assert!(cache.stale(&k, 30 * NS).is_some());
         assert!(cache.stale(&k, 130 * NS).is_some());
+        assert!(
+            matches!(cache.find(&k, 40 * NS), Found::Miss),
+            "not served stale before a failure"
+        );
+        assert!(cache.refresh_failed(&k, 40 * NS).is_some());
+        assert!(
+            matches!(cache.find(&k, 41 * NS), Found::Stale(_)),
+            "stale at once after one"
+        );
+        assert!(
+            matches!(cache.find(&k, 71 * NS), Found::Miss),
+            "and tried again 30 s later"
+        );
         assert!(cache.stale(&k, 131 * NS).is_none());
         assert!(cache.lookup(&k, 131 * NS).is_none());
         assert_eq!(cache.size().0, 0, "removed past the stale window");

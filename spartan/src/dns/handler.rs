@@ -12,7 +12,7 @@ use hickory_proto::{
 
 use super::{local, responder::ResponseHandle};
 use crate::{
-    cache::{AnswerCache, Asked, FlightLanding, Flights, Waiter},
+    cache::{AnswerCache, Asked, FlightKey, FlightLanding, Flights, Found, STALE_TTL, Waiter},
     fastpath::monotonic_ns,
     forward::Forwarder,
     local_data::LocalData,
@@ -102,12 +102,29 @@ impl RequestHandler {
                 .forwarder
                 .forward(query, wire, transport, client, Box::new(response));
         };
-        if let Some((answer, ttl)) = self.cache.lookup(&asked.key, monotonic_ns()) {
+        let now = monotonic_ns();
+        let (answer, ttl, origin) = match self.cache.find(&asked.key, now) {
+            Found::Fresh(answer, ttl) => (Some(answer), ttl, ReplyOrigin::Cache),
+            Found::Stale(answer) => (Some(answer), STALE_TTL, ReplyOrigin::Stale),
+            Found::Miss => (None, 0, ReplyOrigin::Cache),
+        };
+        if let Some(answer) = answer {
             let reply = answer.render(&asked, ttl).unwrap_or_else(|| {
                 Stats::inc(&self.stats.truncated_for_client);
                 message::truncated(&query, ResponseCode::from_low(answer.rcode()))
             });
-            return response.send(reply, ReplyOrigin::Cache);
+            return response.send(reply, origin);
+        }
+        let flight: FlightKey = (asked.key.clone(), transport);
+        if self.flights.stale_served(&flight)
+            && let Some(answer) = self.cache.stale(&asked.key, now)
+        {
+            // This key's upstreams are slow right now: no need to wait.
+            return Waiter::new(asked, query, Box::new(response)).send_answer(
+                &answer,
+                STALE_TTL,
+                ReplyOrigin::Stale,
+            );
         }
         Stats::inc(&self.stats.cache_misses);
         let waiter = Waiter::new(asked, query, Box::new(response));
@@ -116,12 +133,25 @@ impl RequestHandler {
             Err(leader) => leader,
         };
         let (key, query) = leader.flight_and_query();
-        self.flights.start(key);
+        let id = self.flights.start(key.clone(), leader);
+        // An expired answer the upstreams may not refresh in time: the
+        // clients get it when the timer runs out (RFC 8767 §5).
+        if let Some(after) = self.cache.stale_answer_after()
+            && self.cache.stale(&key.0, now).is_some()
+        {
+            let (flights, cache, key) = (self.flights.clone(), self.cache.clone(), key.clone());
+            tokio::task::spawn_local(async move {
+                tokio::time::sleep(after).await;
+                if let Some(answer) = cache.stale(&key.0, monotonic_ns()) {
+                    flights.serve_stale(&key, id, &answer);
+                }
+            });
+        }
         let mesos = self
             .mesos
             .zone_of(&LowerName::new(query.queries()[0].name()));
         let landing = FlightLanding {
-            leader,
+            key,
             mesos,
             flights: self.flights.clone(),
             cache: self.cache.clone(),
