@@ -164,6 +164,19 @@ struct Source {
 }
 
 impl Source {
+    /// The configuration with `--pin-dir`, when given, over it (the pin
+    /// directory names the daemon a command works on).
+    fn load_with_pin_dir(&self, pin_dir: Option<&std::path::Path>) -> Result<Config> {
+        let mut flags = FileConfig::default();
+        if let Some(dir) = pin_dir {
+            flags.xdp = Some(config::XdpFile {
+                pin_dir: Some(dir.display().to_string()),
+                ..Default::default()
+            });
+        }
+        Ok(self.load(&flags, false)?.0)
+    }
+
     /// The layers below the flags: file and environment.
     fn layers(&self) -> Result<Vec<(Origin, FileConfig)>> {
         let (file_origin, file) = file_layer(self.config.as_deref())?;
@@ -383,14 +396,7 @@ fn run(cli: Cli) -> Result<()> {
             pin_dir,
             action: CacheAction::Flush { name },
         } => {
-            let mut flags = FileConfig::default();
-            if let Some(dir) = &pin_dir {
-                flags.xdp = Some(config::XdpFile {
-                    pin_dir: Some(dir.display().to_string()),
-                    ..Default::default()
-                });
-            }
-            let (config, _) = source.load(&flags, false)?;
+            let config = source.load_with_pin_dir(pin_dir.as_deref())?;
             let path = spartan::control::socket_path(&config.xdp.pin_dir);
             let request = match &name {
                 Some(n) => format!("flush {n}"),
@@ -405,14 +411,7 @@ fn run(cli: Cli) -> Result<()> {
             pin_dir,
             no_interface,
         } => {
-            let mut flags = FileConfig::default();
-            if let Some(dir) = &pin_dir {
-                flags.xdp = Some(config::XdpFile {
-                    pin_dir: Some(dir.display().to_string()),
-                    ..Default::default()
-                });
-            }
-            let (config, _) = source.load(&flags, false)?;
+            let config = source.load_with_pin_dir(pin_dir.as_deref())?;
             down(&config, no_interface)
         }
         Command::BenchXdp { repeat } => bench_xdp(repeat),

@@ -37,9 +37,20 @@ impl Default for PinDir {
 impl Drop for PinDir {
     fn drop(&mut self) {
         let _ = spartan::fastpath::FastPath::remove_pins(&self.0);
-        // The daemon's lock file for this pin directory.
-        for what in ["lock", "added"] {
+        // The daemon's files in /run/spartan for this pin directory: its
+        // lock, its record of additions, its control socket, and the attach
+        // mode noted per interface (`xdp-mode<tag>-<interface>`).
+        for what in ["lock", "added", "control"] {
             let _ = std::fs::remove_file(spartan::fastpath::run_file(&self.0, what));
+        }
+        let modes = spartan::fastpath::run_file(&self.0, "xdp-mode");
+        if let (Some(dir), Some(prefix)) = (modes.parent(), modes.file_name()) {
+            let prefix = format!("{}-", prefix.to_string_lossy());
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
         }
     }
 }

@@ -67,6 +67,19 @@ fn ask(node: &Netns, name: &str, rtype: RecordType) -> Message {
         .unwrap_or_else(|e| panic!("no answer for {name} {rtype}: {e}"))
 }
 
+/// Sends `q` as it is over UDP; the parsed answer.
+fn ask_message(node: &Netns, q: &Message) -> Message {
+    let wire = q.to_vec().unwrap();
+    let reply = exchange_udp(
+        &udp_socket(Some(node)),
+        server(),
+        &wire,
+        Duration::from_secs(4),
+    )
+    .expect("an answer");
+    Message::from_vec(&reply).unwrap()
+}
+
 /// TTLs of the answer section (or of the SOA of a negative answer).
 fn ttls(m: &Message) -> Vec<u32> {
     if m.answers().is_empty() {
@@ -175,14 +188,7 @@ fn root_zero_ttl_truncated_and_servfail_answers_are_not_cached() {
     let before = sent(&node);
     for _ in 0..3 {
         let q = query_message(7, "big.example.net.", RecordType::A);
-        let reply = exchange_udp(
-            &udp_socket(Some(&node)),
-            server(),
-            &q.to_vec().unwrap(),
-            Duration::from_secs(4),
-        )
-        .expect("an answer");
-        assert!(Message::from_vec(&reply).unwrap().truncated());
+        assert!(ask_message(&node, &q).truncated());
     }
     assert_eq!(sent(&node) - before, 3, "truncated answers are not cached");
 
@@ -326,14 +332,7 @@ fn root_case_and_edns_are_the_clients_own_on_every_answer() {
             let mut edns = Edns::new();
             edns.set_max_payload(1232).set_dnssec_ok(dnssec_ok);
             q.set_edns(edns);
-            let reply = exchange_udp(
-                &udp_socket(Some(&node)),
-                server(),
-                &q.to_vec().unwrap(),
-                Duration::from_secs(4),
-            )
-            .expect("an answer");
-            let m = Message::from_vec(&reply).unwrap();
+            let m = ask_message(&node, &q);
             assert_eq!(m.id(), q.id());
             assert_eq!(m.queries()[0].name().to_ascii(), *name, "0x20 kept");
             assert_eq!(

@@ -45,6 +45,8 @@ pub struct CachedAnswer {
     /// Offsets of the TTL fields in `sections`.
     pub ttl_at: Vec<u16>,
     pub ttls: Ttls,
+    /// The smallest TTL of the records as received (0 when there are none).
+    pub min_ttl: u32,
 }
 
 const RD: u16 = 0x0100;
@@ -69,6 +71,7 @@ impl CachedAnswer {
         let start = d.index();
         let mut end = reply.len();
         let mut ttl_at = Vec::new();
+        let mut min_ttl: Option<u32> = None;
         let total = ancount as usize + nscount as usize + arcount as usize;
         for i in 0..total {
             let record = d.index();
@@ -76,7 +79,7 @@ impl CachedAnswer {
             let rtype = d.read_u16().map_err(bad)?.unverified();
             d.read_u16().map_err(bad)?;
             let ttl = d.index();
-            d.read_u32().map_err(bad)?;
+            let value = d.read_u32().map_err(bad)?.unverified();
             let rdlength = d.read_u16().map_err(bad)?.unverified();
             d.read_slice(rdlength as usize).map_err(bad)?;
             if rtype == u16::from(RecordType::OPT) {
@@ -88,6 +91,7 @@ impl CachedAnswer {
                 break;
             }
             ttl_at.push((ttl - start) as u16);
+            min_ttl = Some(min_ttl.map_or(value, |m: u32| m.min(value)));
             end = d.index();
         }
         let mut sections = reply[start..end].to_vec();
@@ -105,7 +109,25 @@ impl CachedAnswer {
             sections,
             ttl_at,
             ttls,
+            min_ttl: min_ttl.unwrap_or(0),
         })
+    }
+
+    /// An answer without records: `rcode`, RA set, and TC when `truncated`
+    /// (so that the client asks again over TCP).
+    pub fn bare(rcode: hickory_proto::op::ResponseCode, truncated: bool) -> Self {
+        const QR: u16 = 0x8000;
+        const RA: u16 = 0x0080;
+        Self {
+            header_flags: QR | RA | if truncated { TC } else { 0 } | (rcode.low() as u16 & 0x0f),
+            ancount: 0,
+            nscount: 0,
+            arcount: 0,
+            sections: Vec::new(),
+            ttl_at: Vec::new(),
+            ttls: Ttls::Fixed,
+            min_ttl: 0,
+        }
     }
 
     /// Bytes this answer holds, for the cache's byte budget.
@@ -317,6 +339,24 @@ mod tests {
         );
         // Too many TTLs for the kernel.
         assert!(answer.kernel_value(1).is_none());
+    }
+
+    #[test]
+    fn bare_answers_carry_the_question_and_flags() {
+        let asked = asked("X.example.", 9, Some(false));
+        let m = Message::from_vec(
+            &CachedAnswer::bare(ResponseCode::ServFail, true)
+                .render(&asked, 0)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            (m.id(), m.response_code(), m.truncated()),
+            (9, ResponseCode::ServFail, true)
+        );
+        assert!(m.recursion_available());
+        assert_eq!(m.queries()[0].name().to_ascii(), "X.example.");
+        assert!(m.extensions().is_some());
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use std::{cell::RefCell, collections::HashMap, rc::Rc, sync::Arc};
 
-use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::op::ResponseCode;
 
 use super::{
     AnswerCache,
@@ -29,33 +29,33 @@ const MAX_WAITERS: usize = 1024;
 /// A client waiting for the answer.
 pub struct Waiter {
     asked: Asked,
-    query: Box<Message>,
     response: Box<dyn Responder>,
 }
 
 impl Waiter {
-    pub fn new(asked: Asked, query: Box<Message>, response: Box<dyn Responder>) -> Self {
-        Self {
-            asked,
-            query,
-            response,
-        }
+    pub fn new(asked: Asked, response: Box<dyn Responder>) -> Self {
+        Self { asked, response }
     }
 
-    /// The flight this waiter belongs to, and a copy of its query (for the
-    /// forwarder, when it leads).
-    pub fn flight_and_query(&self) -> (FlightKey, Box<Message>) {
-        (
-            (self.asked.key.clone(), self.asked.transport),
-            self.query.clone(),
-        )
+    /// The flight this waiter belongs to.
+    pub fn flight(&self) -> FlightKey {
+        (self.asked.key.clone(), self.asked.transport)
+    }
+
+    /// A reply without records: header and question (and OPT) only.
+    fn bare_reply(&self, rcode: ResponseCode) -> Vec<u8> {
+        CachedAnswer::bare(rcode, false)
+            .render(&self.asked, 0)
+            .unwrap_or_default()
     }
 
     /// Answers with `answer`, its TTLs `ttl`.
     pub fn send_answer(self, answer: &CachedAnswer, ttl: u32, origin: ReplyOrigin) {
         let reply = answer.render(&self.asked, ttl).unwrap_or_else(|| {
             let rcode = ResponseCode::from_low(answer.rcode());
-            message::truncated(&self.query, rcode)
+            CachedAnswer::bare(rcode, true)
+                .render(&self.asked, 0)
+                .unwrap_or_default()
         });
         self.response.respond(reply, origin);
     }
@@ -197,9 +197,10 @@ impl Responder for FlightLanding {
                 for w in flight.waiters {
                     match &shared {
                         Some(answer) => w.send_answer(answer, 0, origin),
-                        None => w
-                            .response
-                            .respond(message::servfail(&w.query), ReplyOrigin::Generated),
+                        None => {
+                            let reply = w.bare_reply(ResponseCode::ServFail);
+                            w.response.respond(reply, ReplyOrigin::Generated)
+                        }
                     }
                 }
                 if let Some(leader) = flight.leader {

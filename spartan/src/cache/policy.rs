@@ -40,6 +40,20 @@ pub enum NotCached {
 }
 
 impl TtlPolicy {
+    /// The seconds a positive answer (NOERROR with answers) whose smallest
+    /// TTL is `min_ttl` may be served: the same rule as [`Self::ttl`],
+    /// without parsing the records again.
+    pub fn positive_ttl(&self, min_ttl: u32, mesos: bool) -> Result<u32, NotCached> {
+        let mut ttl = min_ttl.min(self.max_ttl_s);
+        if mesos {
+            ttl = ttl.min(self.mesos_max_ttl_s);
+        }
+        if ttl == 0 {
+            return Err(NotCached::ZeroTtl);
+        }
+        Ok(ttl)
+    }
+
     /// The seconds `reply` may be served, for a name under `mesos.` or not.
     pub fn ttl(&self, reply: &Message, mesos: bool) -> Result<u32, NotCached> {
         if reply.truncated() {
@@ -153,6 +167,20 @@ mod tests {
         assert_eq!(POLICY.ttl(&r, false), Ok(5));
         let r = reply(ResponseCode::NXDomain, &[], None);
         assert_eq!(POLICY.ttl(&r, false), Err(NotCached::NoSoa));
+    }
+
+    #[test]
+    fn the_positive_shortcut_agrees() {
+        for (ttls, mesos) in [
+            (&[30u32, 20][..], false),
+            (&[3600], false),
+            (&[3600], true),
+            (&[30, 0], false),
+        ] {
+            let r = reply(ResponseCode::NoError, ttls, None);
+            let min = *ttls.iter().min().unwrap();
+            assert_eq!(POLICY.ttl(&r, mesos), POLICY.positive_ttl(min, mesos));
+        }
     }
 
     #[test]

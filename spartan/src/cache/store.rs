@@ -5,7 +5,10 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use aya::maps::{HashMap, MapData};
-use hickory_proto::{op::Message, rr::RecordType};
+use hickory_proto::{
+    op::{Message, ResponseCode},
+    rr::RecordType,
+};
 use lru::LruCache;
 use serde::Serialize;
 use spartan_common::{AnswerKey, AnswerValue, KERNEL_MIRROR_MAX};
@@ -188,10 +191,24 @@ impl AnswerCache {
         mesos: bool,
         now_ns: u64,
     ) -> Result<(Arc<CachedAnswer>, u32), NotCached> {
-        let parsed = Message::from_vec(reply).map_err(|_| NotCached::Rcode)?;
-        let ttl = self.policy.ttl(&parsed, mesos)?;
-        let answer =
-            Arc::new(CachedAnswer::from_reply(reply, Ttls::Aged).map_err(|_| NotCached::Rcode)?);
+        // The header and the record walk decide most answers; only a
+        // negative one is parsed whole, for its SOA.
+        let header = crate::message::header(reply).ok_or(NotCached::Rcode)?;
+        if header.truncated() {
+            return Err(NotCached::Truncated);
+        }
+        let answer = CachedAnswer::from_reply(reply, Ttls::Aged).map_err(|_| NotCached::Rcode)?;
+        let ttl = match header.response_code() {
+            ResponseCode::NoError if answer.ancount > 0 => {
+                self.policy.positive_ttl(answer.min_ttl, mesos)?
+            }
+            ResponseCode::NoError | ResponseCode::NXDomain => {
+                let parsed = Message::from_vec(reply).map_err(|_| NotCached::Rcode)?;
+                self.policy.ttl(&parsed, mesos)?
+            }
+            _ => return Err(NotCached::Rcode),
+        };
+        let answer = Arc::new(answer);
         let expires_ns = now_ns + u64::from(ttl) * NS;
         let mut store = self.store();
         let was_in_kernel = store.remove_entry(key, false).is_some_and(|e| e.in_kernel);

@@ -120,19 +120,19 @@ impl RequestHandler {
             && let Some(answer) = self.cache.stale(&asked.key, now)
         {
             // This key's upstreams are slow right now: no need to wait.
-            return Waiter::new(asked, query, Box::new(response)).send_answer(
+            return Waiter::new(asked, Box::new(response)).send_answer(
                 &answer,
                 STALE_TTL,
                 ReplyOrigin::Stale,
             );
         }
         Stats::inc(&self.stats.cache_misses);
-        let waiter = Waiter::new(asked, query, Box::new(response));
+        let waiter = Waiter::new(asked, Box::new(response));
         let leader = match self.flights.join(waiter) {
             Ok(()) => return Stats::inc(&self.stats.cache_flight_waits),
             Err(leader) => leader,
         };
-        let (key, query) = leader.flight_and_query();
+        let key = leader.flight();
         let id = self.flights.start(key.clone(), leader);
         // An expired answer the upstreams may not refresh in time: the
         // clients get it when the timer runs out (RFC 8767 §5).
