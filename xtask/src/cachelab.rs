@@ -175,6 +175,18 @@ fn noerror(dir: &Path, label: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Starts `system`, runs `f` with its pid, and stops it (and, for
+/// Spartan, removes what it left in the lab's node).
+fn with_system<T>(bin: &Path, lab: &Lab, system: System, f: impl FnOnce(u32) -> T) -> Result<T> {
+    let mut child = system.start(bin, &lab.dir)?;
+    let out = f(child.id());
+    terminate(&mut child);
+    if system.is_spartan() {
+        crate::lab::spartan_down(bin);
+    }
+    Ok(out)
+}
+
 /// One system under the workload.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct WorkloadRow {
@@ -236,24 +248,14 @@ pub fn run(bin: &Path, lab: &Lab, quick: bool) -> Result<Results> {
         MESOS_NAMES + OTHER_NAMES
     );
     for system in WORKLOAD_SYSTEMS {
-        let mut child = system.start(bin, &lab.dir)?;
         let label = format!("cache-{}", system.slug());
-        let up0 = upstream_queries();
-        let hits0 = system.is_spartan().then(|| spartan_hits(bin));
-        let r = dnsperf(
-            &lab.dir,
-            &label,
-            &refs,
-            seconds,
-            Load::Rate(RATE),
-            child.id(),
-        );
-        let up1 = upstream_queries();
-        let hits1 = system.is_spartan().then(|| spartan_hits(bin));
-        terminate(&mut child);
-        if system.is_spartan() {
-            crate::lab::spartan_down(bin);
-        }
+        let (r, up0, up1, hits0, hits1) = with_system(bin, lab, system, |pid| {
+            let up0 = upstream_queries();
+            let hits0 = system.is_spartan().then(|| spartan_hits(bin));
+            let r = dnsperf(&lab.dir, &label, &refs, seconds, Load::Rate(RATE), pid);
+            let hits1 = system.is_spartan().then(|| spartan_hits(bin));
+            (r, up0, upstream_queries(), hits0, hits1)
+        })?;
         let r = r?;
         let asked = r.completed.max(1) as f64;
         let hits = match (hits0, hits1) {
@@ -297,33 +299,32 @@ pub fn run(bin: &Path, lab: &Lab, quick: bool) -> Result<Results> {
     let mut outage = Vec::new();
     for system in OUTAGE_SYSTEMS {
         Lab::blackhole(None)?;
-        let mut child = system.start(bin, &lab.dir)?;
-        let up0 = upstream_queries();
-        let label = format!("outage-warm-{}", system.slug());
-        let warm_run = dnsperf(
-            &lab.dir,
-            &label,
-            &mesos_refs,
-            warm,
-            Load::Rate(RATE),
-            child.id(),
-        );
-        let up1 = upstream_queries();
-        Lab::blackhole_all()?;
         let label = format!("outage-{}", system.slug());
-        let r = dnsperf(
-            &lab.dir,
-            &label,
-            &down_refs,
-            outage_seconds,
-            Load::Rate(RATE),
-            child.id(),
-        );
+        let (warm_run, r, up0, up1) = with_system(bin, lab, system, |pid| {
+            let up0 = upstream_queries();
+            let warm_label = format!("outage-warm-{}", system.slug());
+            let warm_run = dnsperf(
+                &lab.dir,
+                &warm_label,
+                &mesos_refs,
+                warm,
+                Load::Rate(RATE),
+                pid,
+            );
+            let up1 = upstream_queries();
+            let r = Lab::blackhole_all().and_then(|()| {
+                dnsperf(
+                    &lab.dir,
+                    &label,
+                    &down_refs,
+                    outage_seconds,
+                    Load::Rate(RATE),
+                    pid,
+                )
+            });
+            (warm_run, r, up0, up1)
+        })?;
         Lab::blackhole(None)?;
-        terminate(&mut child);
-        if system.is_spartan() {
-            crate::lab::spartan_down(bin);
-        }
         let warm_run = warm_run?;
         let r = r?;
         let row = OutageRow {
