@@ -287,3 +287,84 @@ fn root_a_stalled_udp_listener_turns_health_red_while_the_kernel_still_answers()
     node.flush_blackholes();
     wait_health(&node, &s, 200);
 }
+
+/// The metric names a PromQL expression uses (histogram series named by
+/// their family).
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while let Some(at) = expr[i..].find("spartan_") {
+        let start = i + at;
+        let mut end = start;
+        while end < bytes.len() && (bytes[end].is_ascii_lowercase() || bytes[end] == b'_') {
+            end += 1;
+        }
+        out.push(expr[start..end].to_string());
+        i = end;
+    }
+    out
+}
+
+#[test]
+fn root_every_metric_of_the_grafana_dashboard_is_exported() {
+    let node = node();
+    let pins = PinDir::new();
+    let _nsd = Nsd::start(&node, "127.0.0.1:5353".parse().unwrap(), "resolver-1");
+    let cfg = config(&pins, 3_600_000);
+    let _s = Spartan::start(
+        Some(&node),
+        &["--config".into(), cfg.display().to_string()],
+        server(),
+    );
+    // One forwarded query, so that every per-upstream series exists.
+    query_in(
+        Some(&node),
+        server(),
+        "www.example.net.",
+        RecordType::A,
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    // Sample names as the text format writes them (a histogram's series
+    // are `_bucket`, `_sum` and `_count`).
+    let (status, text) = http_get(Some(&node), api(), "/metrics").unwrap();
+    assert_eq!(status, 200);
+    let exported: std::collections::HashSet<String> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_string)
+        .collect();
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/grafana/spartan.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut checked = 0;
+    let mut queries: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect();
+    queries.push(
+        dashboard["templating"]["list"][1]["query"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+    for expr in &queries {
+        for name in metric_names(expr) {
+            assert!(
+                exported.contains(&name),
+                "the dashboard uses {name}, which /metrics does not export ({expr})"
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 15,
+        "the dashboard's queries were read ({checked} names)"
+    );
+}
