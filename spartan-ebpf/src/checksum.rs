@@ -1,41 +1,6 @@
-//! Internet checksum (RFC 1071) over fixed-size stack buffers.
+//! Internet checksum (RFC 1071) pieces for the answer's headers.
 //!
-//! Every loop has a constant bound; bytes past the meaningful length are
-//! zero and add nothing to the sum.
-
-/// The folded ones'-complement sum of `buf`, as big-endian words.
-///
-/// Uses the kernel's `bpf_csum_diff` (one call instead of an unrolled loop
-/// that would overflow the BPF stack). Its sum is in the CPU's byte order;
-/// on little-endian that is the byte-swapped big-endian sum.
-#[inline(always)]
-pub fn block<const N: usize>(buf: &[u8; N]) -> u16 {
-    const { assert!(N % 4 == 0, "bpf_csum_diff takes a multiple of 4 bytes") };
-    prefix(buf, N)
-}
-
-/// The same over the first `len` bytes of `buf` (`len` a multiple of 4,
-/// at most `N`; the helper refuses anything else and the sum is then 0,
-/// which the caller's bounds rule out).
-#[inline(always)]
-pub fn prefix<const N: usize>(buf: &[u8; N], len: usize) -> u16 {
-    let len = if len > N { N } else { len };
-    let sum = unsafe {
-        aya_ebpf::helpers::generated::bpf_csum_diff(
-            core::ptr::null_mut(),
-            0,
-            buf.as_ptr().cast_mut().cast(),
-            len as u32,
-            0,
-        )
-    };
-    let native = fold(sum as u32);
-    if cfg!(target_endian = "little") {
-        native.swap_bytes()
-    } else {
-        native
-    }
-}
+//! Every loop has a constant bound.
 
 /// Adds the big-endian 16-bit words of `buf[start..start + len]` (`len`
 /// even, the range in bounds; both are constants at every call).

@@ -15,7 +15,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use hickory_proto::{rr::Name, serialize::binary::BinEncodable};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
     task::JoinHandle,
 };
@@ -76,8 +76,6 @@ async fn serve(stream: UnixStream, cache: &AnswerCache) -> std::io::Result<()> {
     tracing::info!(request = line.trim(), %answer, "control request");
     write.write_all(format!("{answer}\n").as_bytes()).await
 }
-
-use tokio::io::AsyncReadExt as _;
 
 fn execute(request: &str, cache: &AnswerCache) -> Result<String> {
     let mut words = request.split_whitespace();

@@ -210,29 +210,14 @@ impl LocalZones {
         })
     }
 
-    /// A records in a zone, grouped by owner name.
-    pub fn a_records(&self) -> Vec<(Name, u32, Vec<Ipv4Addr>)> {
-        let mut out = Vec::new();
-        for zone in &self.zones {
-            for records in zone.records.values() {
-                let addrs: Vec<(u32, Ipv4Addr)> = records
-                    .iter()
-                    .filter_map(|r| match r.data() {
-                        RData::A(a) => Some((r.ttl(), a.0)),
-                        _ => None,
-                    })
-                    .collect();
-                if let (Some(first), false) = (records.first(), addrs.is_empty()) {
-                    let ttl = addrs.iter().map(|(t, _)| *t).min().unwrap_or(A_TTL);
-                    out.push((
-                        first.name().clone(),
-                        ttl,
-                        addrs.into_iter().map(|(_, a)| a).collect(),
-                    ));
-                }
-            }
-        }
-        out
+    /// The names that have A records, in every zone.
+    fn names_with_a(&self) -> Vec<Name> {
+        self.zones
+            .iter()
+            .flat_map(|zone| zone.records.values())
+            .filter(|records| records.iter().any(|r| matches!(r.data(), RData::A(_))))
+            .filter_map(|records| records.first().map(|r| r.name().clone()))
+            .collect()
     }
 
     /// The kernel's local entries of the answers map, made the way the
@@ -243,7 +228,7 @@ impl LocalZones {
     /// only while the daemon lives.
     pub fn kernel_answers(&self) -> Vec<(AnswerKey, AnswerValue)> {
         let mut out = Vec::new();
-        for (owner, _, _) in self.a_records() {
+        for owner in self.names_with_a() {
             for flags in [0, KEY_DO, KEY_CD, KEY_DO | KEY_CD] {
                 if let Some(entry) = self.kernel_entry(&owner, flags) {
                     out.push(entry);

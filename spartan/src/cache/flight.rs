@@ -143,15 +143,6 @@ impl Flights {
     fn land(&self, key: &FlightKey) -> Option<Flight> {
         self.waiting.borrow_mut().remove(key)
     }
-
-    /// Flights under way.
-    pub fn len(&self) -> usize {
-        self.waiting.borrow().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// The forwarder's answer to a flight's leader: stores it and answers

@@ -36,10 +36,15 @@ impl CacheKey {
         Some(key)
     }
 
+    /// The name, decoded from the key's wire bytes.
+    pub fn decoded_name(&self) -> Option<Name> {
+        Name::read(&mut BinDecoder::new(&self.name)).ok()
+    }
+
     /// The name as text (`www.example.com.`).
     pub fn name_text(&self) -> String {
-        let mut d = BinDecoder::new(&self.name);
-        Name::read(&mut d).map_or_else(|_| "?".into(), |n| n.to_ascii())
+        self.decoded_name()
+            .map_or_else(|| "?".into(), |n| n.to_ascii())
     }
 }
 

@@ -261,8 +261,8 @@ impl AnswerCache {
             .lru
             .iter()
             .filter(|(k, _)| {
-                hickory_proto::rr::Name::from_ascii(k.name_text())
-                    .is_ok_and(|n| zone.zone_of(&hickory_proto::rr::LowerName::new(&n)))
+                k.decoded_name()
+                    .is_some_and(|n| zone.zone_of(&hickory_proto::rr::LowerName::new(&n)))
             })
             .map(|(k, _)| k.clone())
             .collect();
