@@ -288,3 +288,85 @@ mod tests {
         assert_eq!(env["MASTER_SOURCE"], "exhibitor");
     }
 }
+
+/// Where a command's configuration comes from: a file (or the default
+/// path, or nothing) and the environment (this process's, or a unit's
+/// `EnvironmentFile`), with a command's flags put on top.
+#[derive(Clone, Debug, Default)]
+pub struct Sources {
+    /// The file; `None`: the default path when it exists.
+    pub file: Option<PathBuf>,
+    /// Read the environment from this file instead of from the process.
+    pub env_file: Option<PathBuf>,
+}
+
+/// Whether the configuration must name a usable upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Upstreams {
+    /// The daemon forwards: no usable upstream is an error.
+    Required,
+    /// The node's tools read only addresses, ports and paths.
+    NotNeeded,
+}
+
+impl Sources {
+    /// The layers below the flags: file and environment.
+    fn layers(&self) -> Result<Vec<(Origin, FileConfig)>, ConfigError> {
+        let (file_origin, file) = file_layer(self.file.as_deref())?;
+        let env = match &self.env_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                let vars = parse_env_file(&text);
+                env_layer(|k| vars.get(k).cloned())?
+            }
+            None => env_layer(|k| std::env::var(k).ok())?,
+        };
+        Ok(vec![(file_origin, file), (Origin::Env(""), env)])
+    }
+
+    /// The effective configuration with `flags` on top, and where each key
+    /// came from (an environment key named by its variable).
+    pub fn load(
+        &self,
+        flags: &FileConfig,
+        upstreams: Upstreams,
+    ) -> Result<(Config, Layered), ConfigError> {
+        let mut layers = self.layers()?;
+        layers.push((Origin::Flag, flags.clone()));
+        let refs: Vec<(Origin, &FileConfig)> = layers.iter().map(|(o, f)| (o.clone(), f)).collect();
+        let mut layered = merge(&refs)?;
+        for (key, origin) in layered.origins.iter_mut() {
+            if let Origin::Env(_) = origin
+                && let Some((var, _)) = ENV_KEYS.iter().find(|(_, k)| key.starts_with(k))
+            {
+                *origin = Origin::Env(var);
+            }
+        }
+        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let config = match upstreams {
+            Upstreams::Required => layered.file.resolve(&resolv)?,
+            Upstreams::NotNeeded => layered.file.resolve_without_upstreams(&resolv)?,
+        };
+        Ok((config, layered))
+    }
+
+    /// For the node's guards (genresolv, watchdog), which must work however
+    /// broken the file is: on an error, a warning and the defaults with the
+    /// environment.
+    pub fn load_or_defaults(&self) -> Result<(Config, Layered), ConfigError> {
+        match self.load(&FileConfig::default(), Upstreams::NotNeeded) {
+            Ok(loaded) => Ok(loaded),
+            Err(e) => {
+                tracing::warn!("{e}; going on with the defaults and the environment");
+                let fallback = Sources {
+                    file: Some(PathBuf::from("/dev/null")),
+                    env_file: self.env_file.clone(),
+                };
+                fallback.load(&FileConfig::default(), Upstreams::NotNeeded)
+            }
+        }
+    }
+}

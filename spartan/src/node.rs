@@ -159,6 +159,59 @@ pub fn write_if_changed(target: &Path, content: &str) -> Result<Written> {
     result.map(|()| Written::Replaced)
 }
 
+/// What genresolv writes and where it looks.
+#[derive(Clone, Debug)]
+pub struct GenresolvPlan {
+    /// The resolv.conf to write.
+    pub output: PathBuf,
+    /// Spartan's addresses to try.
+    pub addrs: Vec<Ipv4Addr>,
+    pub port: u16,
+    /// The configured upstream resolvers (file or RESOLVERS only: the
+    /// nameservers of the resolv.conf this very command writes are no
+    /// source).
+    pub resolvers: Vec<SocketAddr>,
+    /// The `search` line.
+    pub search: Option<String>,
+    pub timeout: Duration,
+}
+
+/// One genresolv run: Spartan's answering addresses, else up to three of
+/// the upstream resolvers, written when they changed. A line for the
+/// operator on success; an error when there is nothing to write.
+pub async fn genresolv(plan: &GenresolvPlan) -> Result<String> {
+    let answering = answering(&plan.addrs, plan.port, plan.timeout).await;
+    // resolv.conf has no ports: a resolver on another port cannot go there.
+    let mut fallback = Vec::new();
+    for resolver in &plan.resolvers {
+        if resolver.port() == 53 {
+            fallback.push(resolver.ip());
+        } else {
+            tracing::warn!(
+                "skipped resolver {resolver}: resolv.conf has no ports, only port 53 can be written"
+            );
+        }
+    }
+    let nameservers = choose_nameservers(&answering, &fallback);
+    let output = &plan.output;
+    if nameservers.is_empty() {
+        bail!(
+            "Spartan does not answer and no upstream resolver on port 53 is configured \
+             (RESOLVERS or upstream_resolvers): {} left as it is",
+            output.display()
+        );
+    }
+    let content = resolv_conf(&nameservers, plan.search.as_deref());
+    Ok(match write_if_changed(output, &content)? {
+        Written::Unchanged => format!("{} unchanged", output.display()),
+        Written::Replaced => format!(
+            "{} written: nameservers {:?}",
+            output.display(),
+            nameservers
+        ),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

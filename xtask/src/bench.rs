@@ -192,10 +192,10 @@ fn dnsperf(seconds: u32, qps: u32) -> Result<u64> {
 pub fn bench(bin: &Path, opts: BenchOpts) -> Result<()> {
     let repeat = if opts.quick { "100000" } else { "1000000" };
     println!("== XDP program, BPF_PROG_TEST_RUN, repeat {repeat}");
-    let xdp = Command::new(bin)
-        .args(["bench-xdp", "--repeat", repeat])
+    let xdp = Command::new(crate::build_bench_xdp()?)
+        .args(["--repeat", repeat])
         .output()
-        .context("spartan bench-xdp")?;
+        .context("bench-xdp")?;
     let xdp_table = String::from_utf8_lossy(&xdp.stdout).to_string();
     print!("{xdp_table}");
     if !xdp.status.success() {

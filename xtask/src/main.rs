@@ -113,6 +113,20 @@ fn build(debug: bool) -> Result<PathBuf> {
         .join("spartan"))
 }
 
+/// Builds the XDP cost benchmark (a binary of the `tests` package, beside
+/// the frames the tests use), in release.
+fn build_bench_xdp() -> Result<PathBuf> {
+    run(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "tests",
+        "--bin",
+        "bench-xdp",
+    ]))?;
+    Ok(workspace_root().join("target/release/bench-xdp"))
+}
+
 fn nextest_available() -> bool {
     cargo()
         .args(["nextest", "--version"])

@@ -117,25 +117,29 @@ impl FastPath {
             .try_into()?)
     }
 
-    /// The loaded program's file descriptor (for BPF_PROG_TEST_RUN).
-    pub fn program_fd(&mut self) -> Result<std::os::fd::BorrowedFd<'_>> {
-        use std::os::fd::AsFd;
-        Ok(self.program()?.fd()?.as_fd())
-    }
-
-    /// Loads the object's do-nothing program (`spartan_floor`, which returns
-    /// XDP_PASS at once): the benchmark's floor, timed beside the real one.
-    pub fn floor_program_fd(&mut self) -> Result<std::os::fd::BorrowedFd<'_>> {
-        use std::os::fd::AsFd;
-        let floor: &mut Xdp = self
-            .ebpf
-            .program_mut(FLOOR_PROGRAM_NAME)
-            .ok_or_else(|| anyhow!("program {FLOOR_PROGRAM_NAME} missing"))?
-            .try_into()?;
-        if floor.fd().is_err() {
-            floor.load().context("loading the floor program")?;
-        }
-        Ok(floor.fd()?.as_fd())
+    /// Runs one of the object's programs on `frame` with BPF_PROG_TEST_RUN,
+    /// `repeat` times (the floor program is loaded on first use).
+    pub fn test_run(
+        &mut self,
+        which: test_run::Program,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<test_run::TestRunOutput> {
+        let program = match which {
+            test_run::Program::Spartan => self.program()?,
+            test_run::Program::Floor => {
+                let floor: &mut Xdp = self
+                    .ebpf
+                    .program_mut(FLOOR_PROGRAM_NAME)
+                    .ok_or_else(|| anyhow!("program {FLOOR_PROGRAM_NAME} missing"))?
+                    .try_into()?;
+                if floor.fd().is_err() {
+                    floor.load().context("loading the floor program")?;
+                }
+                floor
+            }
+        };
+        test_run::run(program, frame, repeat)
     }
 
     /// Handles on the maps this program uses.
