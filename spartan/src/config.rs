@@ -357,21 +357,7 @@ impl FileConfig {
     /// [`Self::resolve`] for the node tools (watchdog, genresolv, stats,
     /// down), which need addresses, ports and paths but no upstream.
     pub fn resolve_without_upstreams(&self, resolv_conf: &str) -> Result<Config, ConfigError> {
-        let listen_addresses = match &self.listen_addresses {
-            None => DEFAULT_LISTEN.to_vec(),
-            Some(list) => {
-                if list.is_empty() {
-                    return Err(invalid("listen_addresses", "must not be empty"));
-                }
-                list.iter()
-                    .map(|s| {
-                        s.trim().parse::<Ipv4Addr>().map_err(|_| {
-                            invalid("listen_addresses", format!("{s:?} is not an IPv4 address"))
-                        })
-                    })
-                    .collect::<Result<_, _>>()?
-            }
-        };
+        let listen_addresses = self.listen_addresses()?;
         let dns_port = self.dns_port.unwrap_or(53);
         if dns_port == 0 {
             return Err(invalid("dns_port", "must be a port (1-65535)"));
@@ -380,36 +366,89 @@ impl FileConfig {
             IpAddr::V4(v4) => listen_addresses.contains(&v4) || DEFAULT_LISTEN.contains(&v4),
             IpAddr::V6(_) => false,
         };
-        let upstream_resolvers: Vec<SocketAddr> = match &self.upstream_resolvers {
-            Some(list) => list
-                .iter()
-                .map(|s| parse_server("upstream_resolvers", s, 53))
-                .collect::<Result<_, _>>()?,
+        let upstream_resolvers = match self.configured_resolvers()? {
+            Some(list) => {
+                if let Some(sa) = list.iter().find(|sa| ours(sa)) {
+                    return Err(invalid(
+                        "upstream_resolvers",
+                        format!(
+                            "{sa} is one of Spartan's own listen addresses: Spartan would query itself in a loop"
+                        ),
+                    ));
+                }
+                list
+            }
             None => resolv_conf_nameservers(resolv_conf)
                 .into_iter()
                 .filter(|sa| !ours(sa))
                 .collect(),
         };
-        for sa in &upstream_resolvers {
-            if ours(sa) {
-                return Err(invalid(
-                    "upstream_resolvers",
-                    format!(
-                        "{sa} is one of Spartan's own listen addresses: Spartan would query itself in a loop"
-                    ),
-                ));
-            }
+        let upstream_timeout = millis("upstream_timeout_ms", self.upstream_timeout_ms, 2000)?;
+        let query_deadline = millis("query_deadline_ms", self.query_deadline_ms, 5000)?;
+        if query_deadline < upstream_timeout {
+            return Err(invalid(
+                "query_deadline_ms",
+                "must not be less than upstream_timeout_ms",
+            ));
         }
+        let budget = self.budget()?;
+        let (masters, master_intervals) = self.masters()?;
+        Ok(Config {
+            forward_zones: self.forward_zones(&ours)?,
+            listen_addresses,
+            dns_port,
+            upstream_resolvers,
+            mesos_port: self.mesos_port.unwrap_or(61053),
+            upstream_timeout,
+            query_deadline,
+            max_in_flight: budget.max_in_flight,
+            max_in_flight_per_client: budget.per_client,
+            max_in_flight_per_upstream: budget.per_upstream,
+            max_tcp_connections: budget.tcp_connections,
+            tcp_idle_timeout: millis("tcp_idle_timeout_ms", self.tcp_idle_timeout_ms, 10_000)?,
+            self_check_interval: millis(
+                "self_check_interval_ms",
+                self.self_check_interval_ms,
+                5_000,
+            )?,
+            manage_interface: self.manage_interface.unwrap_or(true),
+            masters,
+            master_intervals,
+            xdp: self.xdp(),
+            http_listen: self.http_listen()?,
+            cache: CacheConfig::from_file(&self.cache.clone().unwrap_or_default())?,
+        })
+    }
+
+    /// The upstream resolvers set by the file or `RESOLVERS` (not those of
+    /// resolv.conf), parsed; `None` when none is set. The one parser of
+    /// the list: the daemon, `check-config` and genresolv all read it here.
+    pub fn configured_resolvers(&self) -> Result<Option<Vec<SocketAddr>>, ConfigError> {
+        self.upstream_resolvers
+            .as_ref()
+            .map(|list| parse_servers("upstream_resolvers", list))
+            .transpose()
+    }
+
+    fn listen_addresses(&self) -> Result<Vec<Ipv4Addr>, ConfigError> {
+        match &self.listen_addresses {
+            None => Ok(DEFAULT_LISTEN.to_vec()),
+            Some(list) if list.is_empty() => Err(invalid("listen_addresses", "must not be empty")),
+            Some(list) => parse_ipv4s("listen_addresses", list),
+        }
+    }
+
+    fn forward_zones(
+        &self,
+        ours: &dyn Fn(&SocketAddr) -> bool,
+    ) -> Result<BTreeMap<String, Vec<SocketAddr>>, ConfigError> {
         let mut forward_zones = BTreeMap::new();
-        for (zone, servers) in self.forward_zones.clone().unwrap_or_default() {
+        for (zone, servers) in self.forward_zones.iter().flatten() {
             let key = format!("forward_zones.{zone}");
             if servers.is_empty() {
                 return Err(invalid(key, "a forward zone needs at least one server"));
             }
-            let parsed: Vec<SocketAddr> = servers
-                .iter()
-                .map(|s| parse_server(&key, s, 53))
-                .collect::<Result<_, _>>()?;
+            let parsed = parse_servers(&key, servers)?;
             if let Some(sa) = parsed.iter().find(|sa| ours(sa)) {
                 return Err(invalid(
                     key,
@@ -422,22 +461,10 @@ impl FileConfig {
             }
             forward_zones.insert(name, parsed);
         }
-        let ms = |key: &str, v: Option<u64>, default: u64| -> Result<Duration, ConfigError> {
-            let v = v.unwrap_or(default);
-            if v == 0 {
-                return Err(invalid(key, "must be more than 0"));
-            }
-            Ok(Duration::from_millis(v))
-        };
-        let upstream_timeout = ms("upstream_timeout_ms", self.upstream_timeout_ms, 2000)?;
-        let query_deadline = ms("query_deadline_ms", self.query_deadline_ms, 5000)?;
-        if query_deadline < upstream_timeout {
-            return Err(invalid(
-                "query_deadline_ms",
-                "must not be less than upstream_timeout_ms",
-            ));
-        }
-        let tcp_idle_timeout = ms("tcp_idle_timeout_ms", self.tcp_idle_timeout_ms, 10_000)?;
+        Ok(forward_zones)
+    }
+
+    fn budget(&self) -> Result<Budget, ConfigError> {
         let max_in_flight = self.max_in_flight.unwrap_or(1024);
         if max_in_flight == 0 {
             return Err(invalid("max_in_flight", "must be more than 0"));
@@ -448,35 +475,34 @@ impl FileConfig {
             Some(v) => Ok(v),
             None => Ok(default.max(1)),
         };
-        let max_in_flight_per_client = share(
-            "max_in_flight_per_client",
-            self.max_in_flight_per_client,
-            max_in_flight / 4,
-        )?;
-        let max_in_flight_per_upstream = share(
-            "max_in_flight_per_upstream",
-            self.max_in_flight_per_upstream,
-            max_in_flight / 2,
-        )?;
-        let max_tcp_connections = self.max_tcp_connections.unwrap_or(256);
-        if max_tcp_connections == 0 {
+        let tcp_connections = self.max_tcp_connections.unwrap_or(256);
+        if tcp_connections == 0 {
             return Err(invalid("max_tcp_connections", "must be more than 0"));
         }
+        Ok(Budget {
+            max_in_flight,
+            per_client: share(
+                "max_in_flight_per_client",
+                self.max_in_flight_per_client,
+                max_in_flight / 4,
+            )?,
+            per_upstream: share(
+                "max_in_flight_per_upstream",
+                self.max_in_flight_per_upstream,
+                max_in_flight / 2,
+            )?,
+            tcp_connections,
+        })
+    }
+
+    fn masters(&self) -> Result<(MasterSource, Intervals), ConfigError> {
         let m = self.masters.clone().unwrap_or_default();
-        let masters = match m.source.as_deref() {
+        let source = match m.source.as_deref() {
             None if m.static_list.is_none() => MasterSource::None,
-            None | Some("static") => MasterSource::Static(
-                m.static_list
-                    .clone()
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|s| {
-                        s.trim().parse::<Ipv4Addr>().map_err(|_| {
-                            invalid("masters.static", format!("{s:?} is not an IPv4 address"))
-                        })
-                    })
-                    .collect::<Result<_, _>>()?,
-            ),
+            None | Some("static") => MasterSource::Static(parse_ipv4s(
+                "masters.static",
+                m.static_list.as_deref().unwrap_or_default(),
+            )?),
             Some("exhibitor") => {
                 let host = m.exhibitor_address.clone().ok_or_else(|| {
                     invalid(
@@ -528,60 +554,74 @@ impl FileConfig {
                 ));
             }
         };
-        let master_intervals = Intervals {
-            poll: ms("masters.poll_interval_ms", m.poll_interval_ms, 120_000)?,
-            retry: ms("masters.retry_interval_ms", m.retry_interval_ms, 5_000)?,
-            http_timeout: ms("masters.http_timeout_ms", m.http_timeout_ms, 30_000)?,
-            file_check: ms(
+        let intervals = Intervals {
+            poll: millis("masters.poll_interval_ms", m.poll_interval_ms, 120_000)?,
+            retry: millis("masters.retry_interval_ms", m.retry_interval_ms, 5_000)?,
+            http_timeout: millis("masters.http_timeout_ms", m.http_timeout_ms, 30_000)?,
+            file_check: millis(
                 "masters.file_check_interval_ms",
                 m.file_check_interval_ms,
                 1_000,
             )?,
         };
-        let http_listen_text = self
+        Ok((source, intervals))
+    }
+
+    fn http_listen(&self) -> Result<SocketAddr, ConfigError> {
+        let text = self
             .http
             .as_ref()
             .and_then(|h| h.listen.clone())
             .unwrap_or_else(|| DEFAULT_HTTP_LISTEN.to_string());
-        let http_listen: SocketAddr = http_listen_text.parse().map_err(|_| {
-            invalid(
-                "http.listen",
-                format!("{http_listen_text:?} is not \"ip:port\""),
-            )
-        })?;
-        let xdp_file = self.xdp.clone().unwrap_or_default();
-        let xdp = XdpConfig {
-            enabled: xdp_file.enabled.unwrap_or(true),
-            interfaces: xdp_file.interfaces.unwrap_or_default(),
+        text.parse()
+            .map_err(|_| invalid("http.listen", format!("{text:?} is not \"ip:port\"")))
+    }
+
+    fn xdp(&self) -> XdpConfig {
+        let file = self.xdp.clone().unwrap_or_default();
+        XdpConfig {
+            enabled: file.enabled.unwrap_or(true),
+            interfaces: file.interfaces.unwrap_or_default(),
             pin_dir: PathBuf::from(
-                xdp_file
-                    .pin_dir
+                file.pin_dir
                     .unwrap_or_else(|| spartan_common::PIN_DIR.to_string()),
             ),
-            detach_on_exit: xdp_file.detach_on_exit.unwrap_or(false),
-        };
-        Ok(Config {
-            listen_addresses,
-            dns_port,
-            upstream_resolvers,
-            forward_zones,
-            mesos_port: self.mesos_port.unwrap_or(61053),
-            upstream_timeout,
-            query_deadline,
-            max_in_flight,
-            max_in_flight_per_client,
-            max_in_flight_per_upstream,
-            max_tcp_connections,
-            tcp_idle_timeout,
-            self_check_interval: ms("self_check_interval_ms", self.self_check_interval_ms, 5_000)?,
-            manage_interface: self.manage_interface.unwrap_or(true),
-            masters,
-            master_intervals,
-            xdp,
-            http_listen,
-            cache: CacheConfig::from_file(&self.cache.clone().unwrap_or_default())?,
-        })
+            detach_on_exit: file.detach_on_exit.unwrap_or(false),
+        }
     }
+}
+
+/// The forwarding budget: in-flight queries overall and per share, TCP
+/// connections.
+struct Budget {
+    max_in_flight: usize,
+    per_client: usize,
+    per_upstream: usize,
+    tcp_connections: usize,
+}
+
+/// A duration key in milliseconds: `default` when unset, never 0.
+fn millis(key: &str, v: Option<u64>, default: u64) -> Result<Duration, ConfigError> {
+    match v.unwrap_or(default) {
+        0 => Err(invalid(key, "must be more than 0")),
+        v => Ok(Duration::from_millis(v)),
+    }
+}
+
+/// A list of IPv4 addresses; an error names `key` and the bad entry.
+fn parse_ipv4s(key: &str, list: &[String]) -> Result<Vec<Ipv4Addr>, ConfigError> {
+    list.iter()
+        .map(|s| {
+            s.trim()
+                .parse::<Ipv4Addr>()
+                .map_err(|_| invalid(key, format!("{s:?} is not an IPv4 address")))
+        })
+        .collect()
+}
+
+/// A list of servers, `"ip"` or `"ip:port"` (port 53 by default).
+pub fn parse_servers(key: &str, list: &[String]) -> Result<Vec<SocketAddr>, ConfigError> {
+    list.iter().map(|s| parse_server(key, s, 53)).collect()
 }
 
 /// `nameserver` lines of a resolv.conf.

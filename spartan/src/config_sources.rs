@@ -13,7 +13,7 @@ use std::{
 use serde_json::Value;
 
 use crate::config::{
-    Config, ConfigError, DEFAULT_CONFIG_PATH, FileConfig, MastersFile, parse_server,
+    Config, ConfigError, DEFAULT_CONFIG_PATH, FileConfig, MastersFile, parse_servers,
 };
 
 /// Where one effective value came from.
@@ -83,9 +83,8 @@ pub fn env_layer(env: impl Fn(&str) -> Option<String>) -> Result<FileConfig, Con
     masters.master_list_file = get("MASTER_LIST_FILE").map(|v| v.trim().to_string());
     if let Some(v) = get("RESOLVERS") {
         let list: Vec<String> = split_list(&v);
-        for s in &list {
-            parse_server("RESOLVERS", s, 53)?;
-        }
+        // Checked here so that an error names the variable, not the key.
+        parse_servers("RESOLVERS", &list)?;
         layer.upstream_resolvers = Some(list);
     }
     if masters != MastersFile::default() {

@@ -424,13 +424,7 @@ fn run(cli: Cli) -> Result<()> {
             timeout_ms,
         } => {
             let (config, layered) = source.load_or_defaults()?;
-            let resolvers = layered
-                .file
-                .upstream_resolvers
-                .iter()
-                .flatten()
-                .map(|r| config::parse_server("upstream_resolvers", r, 53))
-                .collect::<Result<_, _>>()?;
+            let resolvers = layered.file.configured_resolvers()?.unwrap_or_default();
             let plan = node::GenresolvPlan {
                 output,
                 addrs: if addresses.is_empty() {
