@@ -24,10 +24,10 @@ pub fn header(wire: &[u8]) -> Option<Header> {
     Header::read(&mut BinDecoder::new(wire.get(..12)?)).ok()
 }
 
-/// The RCODE in a reply's header (the low four bits; EDNS extended codes
-/// are not looked at on this path).
+/// The RCODE in a reply's header (EDNS extended codes are not looked at on
+/// this path); FORMERR for something too short to be a reply.
 pub fn rcode(wire: &[u8]) -> ResponseCode {
-    ResponseCode::from_low(wire.get(3).map_or(0, |b| b & 0x0f))
+    header(wire).map_or(ResponseCode::FormErr, |h| h.response_code())
 }
 
 /// `wire` with its ID replaced, in place.

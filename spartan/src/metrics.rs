@@ -13,29 +13,13 @@ use prometheus_client::{
 };
 use spartan_common::Counter;
 
-use crate::{forward::upstream::FAILURE_REASONS, state::Shared};
+use crate::{
+    forward::upstream::FAILURE_REASONS,
+    state::Shared,
+    stats::{self, AnswerLabels, RcodeLabel},
+};
 
 type Labels = Vec<(&'static str, String)>;
-
-/// The mnemonic of an RCODE, as dig prints it.
-fn rcode_name(rcode: u16) -> String {
-    match rcode {
-        0 => "NOERROR",
-        1 => "FORMERR",
-        2 => "SERVFAIL",
-        3 => "NXDOMAIN",
-        4 => "NOTIMP",
-        5 => "REFUSED",
-        6 => "YXDOMAIN",
-        7 => "YXRRSET",
-        8 => "NXRRSET",
-        9 => "NOTAUTH",
-        10 => "NOTZONE",
-        16 => "BADVERS",
-        other => return other.to_string(),
-    }
-    .to_string()
-}
 
 struct SpartanCollector(Arc<Shared>);
 
@@ -84,52 +68,32 @@ impl Collector for SpartanCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
         let s = &self.0;
         let stats = s.stats.snapshot();
-        counter(
-            &mut e,
+        let breakdown = &s.stats.breakdown;
+        breakdown.queries.encode(e.encode_descriptor(
             "spartan_queries",
             "Queries received, by protocol and outcome (local, forwarded, error, dropped).",
-            s.stats
-                .breakdown
-                .queries()
-                .into_iter()
-                .map(|(p, o, v)| {
-                    (
-                        vec![("protocol", p.to_string()), ("outcome", o.to_string())],
-                        v,
-                    )
-                })
-                .collect(),
-        )?;
+            None,
+            MetricType::Counter,
+        )?)?;
+        // The kernel's answers, from its per-CPU counters, go beside the
+        // daemon's as one more source.
         let kernel = s.local.with_kernel(|m| m.counters().ok()).flatten();
-        let mut answers: Vec<(Labels, u64)> = s
-            .stats
-            .breakdown
-            .answers()
-            .into_iter()
-            .map(|(src, rcode, v)| {
-                (
-                    vec![("source", src.to_string()), ("rcode", rcode_name(rcode))],
-                    v,
-                )
-            })
-            .collect();
         if let Some(k) = &kernel {
-            answers.push((
-                // The kernel counts its answers, not their RCODEs (a cached
-                // NXDOMAIN is answered there too).
-                vec![
-                    ("source", "kernel".to_string()),
-                    ("rcode", "all".to_string()),
-                ],
-                k.get(Counter::Answered),
-            ));
+            breakdown
+                .answers
+                .get_or_create(&AnswerLabels {
+                    source: stats::Source::Kernel,
+                    rcode: RcodeLabel::All,
+                })
+                .inner()
+                .store(k.get(Counter::Answered), Ordering::Relaxed);
         }
-        counter(
-            &mut e,
+        breakdown.answers.encode(e.encode_descriptor(
             "spartan_answers",
             "Answers by source (kernel, local, upstream, generated, cache) and RCODE.",
-            answers,
-        )?;
+            None,
+            MetricType::Counter,
+        )?)?;
         counter(
             &mut e,
             "spartan_dropped",

@@ -1,8 +1,16 @@
 //! The daemon's counters: plain atomics, read by `spartan stats` and the
 //! metrics endpoint.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::{
+    fmt::Write,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
+use hickory_proto::op::ResponseCode;
+use prometheus_client::{
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
+    metrics::{counter::Counter, family::Family},
+};
 use serde::Serialize;
 
 macro_rules! counters {
@@ -128,7 +136,7 @@ impl Stats {
 
     /// Counts a reply at the one place every reply passes: the query's
     /// outcome, the answer's source and RCODE, and the source's total.
-    pub fn replied(&self, tcp: bool, origin: ReplyOrigin, rcode: u16) {
+    pub fn replied(&self, tcp: bool, origin: ReplyOrigin, rcode: ResponseCode) {
         let (outcome, source, total) = match origin {
             ReplyOrigin::Local => (Outcome::Local, Source::Local, &self.answered_local),
             ReplyOrigin::Error => (Outcome::Error, Source::Local, &self.answered_local),
@@ -172,27 +180,24 @@ pub enum ReplyOrigin {
 }
 
 /// Who produced an answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Source {
+    /// The XDP program (read from its per-CPU counters at each scrape).
+    Kernel,
     /// The local zones (and error replies Spartan makes for bad queries).
-    Local = 0,
+    Local,
     /// An upstream's reply, relayed.
-    Upstream = 1,
+    Upstream,
     /// A SERVFAIL Spartan made because every upstream failed.
-    Generated = 2,
+    Generated,
     /// The answer cache (fresh or stale).
-    Cache = 3,
+    Cache,
 }
 
 impl Source {
-    pub const ALL: [Source; 4] = [
-        Source::Local,
-        Source::Upstream,
-        Source::Generated,
-        Source::Cache,
-    ];
     pub fn name(self) -> &'static str {
         match self {
+            Source::Kernel => "kernel",
             Source::Local => "local",
             Source::Upstream => "upstream",
             Source::Generated => "generated",
@@ -202,28 +207,21 @@ impl Source {
 }
 
 /// What became of a query.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Outcome {
     /// Answered from the local zones.
-    Local = 0,
+    Local,
     /// Forwarded upstream.
-    Forwarded = 1,
+    Forwarded,
     /// Answered with an error (FORMERR, NOTIMP, BADVERS, REFUSED).
-    Error = 2,
+    Error,
     /// Dropped: garbage, a response, or overload.
-    Dropped = 3,
+    Dropped,
     /// Answered from the userspace cache.
-    Cached = 4,
+    Cached,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 5] = [
-        Outcome::Local,
-        Outcome::Forwarded,
-        Outcome::Error,
-        Outcome::Dropped,
-        Outcome::Cached,
-    ];
     pub fn name(self) -> &'static str {
         match self {
             Outcome::Local => "local",
@@ -235,61 +233,125 @@ impl Outcome {
     }
 }
 
-/// RCODEs tracked per answer source (0..=23 covers every assigned one that
-/// fits a reply header plus the EDNS-extended ones Spartan sends).
-pub const RCODES: usize = 24;
+/// The protocol a query came over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Udp,
+    Tcp,
+}
 
-/// Queries by protocol and outcome; answers by source and rcode.
+/// An answer's RCODE as a label: its mnemonic as dig prints it, or `all`
+/// for the kernel, which counts its answers but not their RCODEs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RcodeLabel {
+    Code(ResponseCode),
+    All,
+}
+
+impl RcodeLabel {
+    pub fn name(self) -> String {
+        let code = match self {
+            RcodeLabel::All => return "all".into(),
+            RcodeLabel::Code(code) => code,
+        };
+        match code {
+            ResponseCode::NoError => "NOERROR",
+            ResponseCode::FormErr => "FORMERR",
+            ResponseCode::ServFail => "SERVFAIL",
+            ResponseCode::NXDomain => "NXDOMAIN",
+            ResponseCode::NotImp => "NOTIMP",
+            ResponseCode::Refused => "REFUSED",
+            ResponseCode::YXDomain => "YXDOMAIN",
+            ResponseCode::YXRRSet => "YXRRSET",
+            ResponseCode::NXRRSet => "NXRRSET",
+            ResponseCode::NotAuth => "NOTAUTH",
+            ResponseCode::NotZone => "NOTZONE",
+            ResponseCode::BADVERS => "BADVERS",
+            other => return u16::from(other).to_string(),
+        }
+        .into()
+    }
+}
+
+macro_rules! label_value {
+    ($($t:ty),*) => {$(
+        impl EncodeLabelValue for $t {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+                encoder.write_str(&self.name())
+            }
+        }
+    )*};
+}
+label_value!(Source, Outcome, RcodeLabel);
+
+impl EncodeLabelValue for Protocol {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        encoder.write_str(match self {
+            Protocol::Udp => "udp",
+            Protocol::Tcp => "tcp",
+        })
+    }
+}
+
+/// The labels of `spartan_queries`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct QueryLabels {
+    pub protocol: Protocol,
+    pub outcome: Outcome,
+}
+
+/// The labels of `spartan_answers`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct AnswerLabels {
+    pub source: Source,
+    pub rcode: RcodeLabel,
+}
+
+/// Queries by protocol and outcome; answers by source and RCODE (at most
+/// 16 RCODEs: only the header's are read).
 #[derive(Debug)]
 pub struct Breakdown {
-    /// [udp, tcp][outcome]
-    queries: [[AtomicU64; Outcome::ALL.len()]; 2],
-    /// [source][rcode]
-    answers: [[AtomicU64; RCODES]; Source::ALL.len()],
+    pub queries: Family<QueryLabels, Counter>,
+    pub answers: Family<AnswerLabels, Counter>,
 }
 
 impl Default for Breakdown {
+    /// Every protocol and outcome from the start, at 0, so that a rate is
+    /// defined before the first query of its kind.
     fn default() -> Self {
+        let queries = Family::default();
+        for protocol in [Protocol::Udp, Protocol::Tcp] {
+            for outcome in [
+                Outcome::Local,
+                Outcome::Forwarded,
+                Outcome::Error,
+                Outcome::Dropped,
+                Outcome::Cached,
+            ] {
+                let _ = queries.get_or_create(&QueryLabels { protocol, outcome });
+            }
+        }
         Self {
-            queries: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
-            answers: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            queries,
+            answers: Family::default(),
         }
     }
 }
 
 impl Breakdown {
     pub fn query(&self, tcp: bool, outcome: Outcome) {
-        self.queries[tcp as usize][outcome as usize].fetch_add(1, Ordering::Relaxed);
+        let protocol = if tcp { Protocol::Tcp } else { Protocol::Udp };
+        self.queries
+            .get_or_create(&QueryLabels { protocol, outcome })
+            .inc();
     }
 
-    pub fn answer(&self, source: Source, rcode: u16) {
-        let rcode = (rcode as usize).min(RCODES - 1);
-        self.answers[source as usize][rcode].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// (protocol, outcome, count) for every non-zero pair.
-    pub fn queries(&self) -> Vec<(&'static str, &'static str, u64)> {
-        let mut out = Vec::new();
-        for (p, proto) in ["udp", "tcp"].iter().enumerate() {
-            for o in Outcome::ALL {
-                let v = self.queries[p][o as usize].load(Ordering::Relaxed);
-                out.push((*proto, o.name(), v));
-            }
-        }
-        out
-    }
-
-    /// (source, rcode, count) for every non-zero pair.
-    pub fn answers(&self) -> Vec<(&'static str, u16, u64)> {
-        let mut out = Vec::new();
-        for src in Source::ALL {
-            for (rcode, v) in self.answers[src as usize].iter().enumerate() {
-                let v = v.load(Ordering::Relaxed);
-                if v > 0 {
-                    out.push((src.name(), rcode as u16, v));
-                }
-            }
-        }
-        out
+    pub fn answer(&self, source: Source, rcode: ResponseCode) {
+        self.answers
+            .get_or_create(&AnswerLabels {
+                source,
+                rcode: RcodeLabel::Code(rcode),
+            })
+            .inc();
     }
 }

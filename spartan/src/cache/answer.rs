@@ -4,9 +4,9 @@
 //! bytes from [`CachedAnswer::kernel_value`], so the two never disagree.
 
 use hickory_proto::{
-    op::Message,
+    op::{Header, Message, MessageType, ResponseCode},
     rr::{Name, RecordType},
-    serialize::binary::{BinDecodable, BinDecoder},
+    serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder},
 };
 use spartan_common::{AnswerKey, AnswerValue, EDNS_UDP_SIZE, MAX_TTLS, SECTIONS_MAX};
 
@@ -32,14 +32,11 @@ pub enum Unstorable {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CachedAnswer {
-    /// Bytes 2-3 of the header (QR, AA, RA, AD, RCODE kept; RD, TC, CD
-    /// cleared: they come from the query, and a truncated reply is never
-    /// stored).
-    pub header_flags: u16,
-    pub ancount: u16,
-    pub nscount: u16,
-    /// Additional records without the OPT.
-    pub arcount: u16,
+    /// The reply's header: QR, opcode, AA, RA, AD, RCODE and the section
+    /// counts kept (the additional count without the OPT); ID, RD, TC and
+    /// CD cleared (they come from the query, and a truncated reply is never
+    /// stored); one question.
+    pub header: Header,
     /// Answer, authority and additional records as received (no OPT).
     pub sections: Vec<u8>,
     /// Offsets of the TTL fields in `sections`.
@@ -49,9 +46,6 @@ pub struct CachedAnswer {
     pub min_ttl: u32,
 }
 
-const RD: u16 = 0x0100;
-const TC: u16 = 0x0200;
-const CD: u16 = 0x0010;
 /// OPT owner (root), TYPE, CLASS (UDP size), TTL (ext. RCODE, version,
 /// DO+Z), RDLENGTH.
 const OPT_LEN: usize = 11;
@@ -60,19 +54,19 @@ impl CachedAnswer {
     /// Reads `reply` (one question, then records) into an answer.
     pub fn from_reply(reply: &[u8], ttls: Ttls) -> Result<Self, Unstorable> {
         let mut d = BinDecoder::new(reply);
-        let header = d.read_slice(12).map_err(bad)?.unverified();
-        let count = |i: usize| u16::from_be_bytes([header[i], header[i + 1]]);
-        if count(4) != 1 {
+        let mut header = Header::read(&mut d).map_err(bad)?;
+        if header.query_count() != 1 {
             return Err(Unstorable::Malformed);
         }
-        let (ancount, nscount, mut arcount) = (count(6), count(8), count(10));
         Name::read(&mut d).map_err(bad)?;
         d.read_slice(4).map_err(bad)?;
         let start = d.index();
         let mut end = reply.len();
         let mut ttl_at = Vec::new();
         let mut min_ttl: Option<u32> = None;
-        let total = ancount as usize + nscount as usize + arcount as usize;
+        let total = header.answer_count() as usize
+            + header.name_server_count() as usize
+            + header.additional_count() as usize;
         for i in 0..total {
             let record = d.index();
             Name::read(&mut d).map_err(bad)?;
@@ -87,7 +81,7 @@ impl CachedAnswer {
                     return Err(Unstorable::OptNotLast);
                 }
                 end = record;
-                arcount -= 1;
+                header.set_additional_count(header.additional_count() - 1);
                 break;
             }
             ttl_at.push((ttl - start) as u16);
@@ -100,12 +94,13 @@ impl CachedAnswer {
                 sections[at as usize..at as usize + 4].fill(0);
             }
         }
-        let flags = u16::from_be_bytes([header[2], header[3]]);
+        header
+            .set_id(0)
+            .set_recursion_desired(false)
+            .set_truncated(false)
+            .set_checking_disabled(false);
         Ok(Self {
-            header_flags: flags & !(RD | TC | CD),
-            ancount,
-            nscount,
-            arcount,
+            header,
             sections,
             ttl_at,
             ttls,
@@ -115,14 +110,16 @@ impl CachedAnswer {
 
     /// An answer without records: `rcode`, RA set, and TC when `truncated`
     /// (so that the client asks again over TCP).
-    pub fn bare(rcode: hickory_proto::op::ResponseCode, truncated: bool) -> Self {
-        const QR: u16 = 0x8000;
-        const RA: u16 = 0x0080;
+    pub fn bare(rcode: ResponseCode, truncated: bool) -> Self {
+        let mut header = Header::new();
+        header
+            .set_message_type(MessageType::Response)
+            .set_recursion_available(true)
+            .set_truncated(truncated)
+            .set_response_code(rcode)
+            .set_query_count(1);
         Self {
-            header_flags: QR | RA | if truncated { TC } else { 0 } | (rcode.low() as u16 & 0x0f),
-            ancount: 0,
-            nscount: 0,
-            arcount: 0,
+            header,
             sections: Vec::new(),
             ttl_at: Vec::new(),
             ttls: Ttls::Fixed,
@@ -135,9 +132,21 @@ impl CachedAnswer {
         std::mem::size_of::<Self>() + self.sections.len() + 2 * self.ttl_at.len()
     }
 
-    /// The RCODE (low four bits).
-    pub fn rcode(&self) -> u8 {
-        (self.header_flags & 0x0f) as u8
+    /// The RCODE.
+    pub fn rcode(&self) -> ResponseCode {
+        self.header.response_code()
+    }
+
+    /// The header for `asked`: its ID, RD and CD, one more additional
+    /// record when an OPT is added.
+    fn header_for(&self, asked: &Asked) -> Header {
+        let mut header = self.header;
+        header
+            .set_id(asked.id)
+            .set_recursion_desired(asked.rd)
+            .set_checking_disabled(asked.cd)
+            .set_additional_count(self.header.additional_count() + u16::from(asked.edns.is_some()));
+        header
     }
 
     /// The reply for `asked` with every TTL `ttl` (aged answers), or
@@ -149,14 +158,7 @@ impl CachedAnswer {
             return None;
         }
         let mut out = Vec::with_capacity(len);
-        out.extend_from_slice(&asked.id.to_be_bytes());
-        let flags =
-            self.header_flags | if asked.rd { RD } else { 0 } | if asked.cd { CD } else { 0 };
-        out.extend_from_slice(&flags.to_be_bytes());
-        out.extend_from_slice(&1u16.to_be_bytes());
-        out.extend_from_slice(&self.ancount.to_be_bytes());
-        out.extend_from_slice(&self.nscount.to_be_bytes());
-        out.extend_from_slice(&(self.arcount + u16::from(opt > 0)).to_be_bytes());
+        out.extend_from_slice(&header_bytes(&self.header_for(asked)));
         out.extend_from_slice(&asked.question);
         let sections = out.len();
         out.extend_from_slice(&self.sections);
@@ -180,10 +182,12 @@ impl CachedAnswer {
         }
         let mut v = AnswerValue::zeroed();
         v.expires_ns = expires_ns;
-        v.header_flags = self.header_flags;
-        v.ancount = self.ancount;
-        v.nscount = self.nscount;
-        v.arcount = self.arcount;
+        let header = header_bytes(&self.header);
+        let word = |at: usize| u16::from_be_bytes([header[at], header[at + 1]]);
+        v.header_flags = word(2);
+        v.ancount = self.header.answer_count();
+        v.nscount = self.header.name_server_count();
+        v.arcount = self.header.additional_count();
         v.sections_len = self.sections.len() as u16;
         v.sections[..self.sections.len()].copy_from_slice(&self.sections);
         v.sections_sum = ones_complement_sum(&self.sections);
@@ -214,6 +218,15 @@ pub fn kernel_message(key: &AnswerKey, v: &AnswerValue) -> Option<Message> {
     wire.extend_from_slice(&key.qclass.to_be_bytes());
     wire.extend_from_slice(sections);
     Message::from_vec(&wire).ok()
+}
+
+/// `header` in wire format.
+fn header_bytes(header: &Header) -> [u8; 12] {
+    let mut out = Vec::with_capacity(12);
+    header
+        .emit(&mut BinEncoder::new(&mut out))
+        .expect("a header always encodes");
+    out.try_into().expect("a header is 12 bytes")
 }
 
 fn bad<E>(_: E) -> Unstorable {
@@ -291,12 +304,21 @@ mod tests {
     #[test]
     fn stores_records_without_opt_and_zeroes_ttls() {
         let answer = CachedAnswer::from_reply(&reply(true).to_vec().unwrap(), Ttls::Aged).unwrap();
-        assert_eq!((answer.ancount, answer.nscount, answer.arcount), (3, 0, 0));
+        let h = answer.header;
+        assert_eq!(
+            (
+                h.answer_count(),
+                h.name_server_count(),
+                h.additional_count()
+            ),
+            (3, 0, 0)
+        );
         assert_eq!(answer.ttl_at.len(), 3);
         for &at in &answer.ttl_at {
             assert_eq!(&answer.sections[at as usize..at as usize + 4], &[0; 4]);
         }
-        assert_eq!(answer.header_flags & RD, 0);
+        assert!(!h.recursion_desired() && !h.truncated() && !h.checking_disabled());
+        assert_eq!(h.id(), 0);
     }
 
     #[test]

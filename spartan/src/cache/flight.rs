@@ -52,8 +52,7 @@ impl Waiter {
     /// Answers with `answer`, its TTLs `ttl`.
     pub fn send_answer(self, answer: &CachedAnswer, ttl: u32, origin: ReplyOrigin) {
         let reply = answer.render(&self.asked, ttl).unwrap_or_else(|| {
-            let rcode = ResponseCode::from_low(answer.rcode());
-            CachedAnswer::bare(rcode, true)
+            CachedAnswer::bare(answer.rcode(), true)
                 .render(&self.asked, 0)
                 .unwrap_or_default()
         });

@@ -70,7 +70,7 @@ pub struct EntryView {
     pub rtype: String,
     pub dnssec_ok: bool,
     pub checking_disabled: bool,
-    pub rcode: u8,
+    pub rcode: u16,
     /// Seconds left; negative: expired this long ago (kept for serve-stale).
     pub ttl_left: i64,
     pub in_kernel: bool,
@@ -199,7 +199,7 @@ impl AnswerCache {
         }
         let answer = CachedAnswer::from_reply(reply, Ttls::Aged).map_err(|_| NotCached::Rcode)?;
         let ttl = match header.response_code() {
-            ResponseCode::NoError if answer.ancount > 0 => {
+            ResponseCode::NoError if answer.header.answer_count() > 0 => {
                 self.policy.positive_ttl(answer.min_ttl, mesos)?
             }
             ResponseCode::NoError | ResponseCode::NXDomain => {
@@ -282,7 +282,7 @@ impl AnswerCache {
                 rtype: RecordType::from(k.qtype).to_string(),
                 dnssec_ok: k.flags & spartan_common::KEY_DO != 0,
                 checking_disabled: k.flags & spartan_common::KEY_CD != 0,
-                rcode: e.answer.rcode(),
+                rcode: u16::from(e.answer.rcode()),
                 ttl_left: if e.expires_ns > now_ns {
                     i64::from(seconds_left(e.expires_ns, now_ns).min(e.ttl))
                 } else {

@@ -111,7 +111,7 @@ impl RequestHandler {
         if let Some(answer) = answer {
             let reply = answer.render(&asked, ttl).unwrap_or_else(|| {
                 Stats::inc(&self.stats.truncated_for_client);
-                message::truncated(&query, ResponseCode::from_low(answer.rcode()))
+                message::truncated(&query, answer.rcode())
             });
             return response.send(reply, origin);
         }

@@ -44,7 +44,7 @@ impl ResponseHandle {
     /// Counts `reply` and sends it.
     pub fn send(self, reply: Vec<u8>, origin: ReplyOrigin) {
         self.stats
-            .replied(self.tcp(), origin, message::rcode(&reply).low() as u16);
+            .replied(self.tcp(), origin, message::rcode(&reply));
         match self.target {
             Target::Udp {
                 socket,
