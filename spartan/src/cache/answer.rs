@@ -183,8 +183,7 @@ impl CachedAnswer {
         let mut v = AnswerValue::zeroed();
         v.expires_ns = expires_ns;
         let header = header_bytes(&self.header);
-        let word = |at: usize| u16::from_be_bytes([header[at], header[at + 1]]);
-        v.header_flags = word(2);
+        v.header_flags = u16::from_be_bytes([header[2], header[3]]);
         v.ancount = self.header.answer_count();
         v.nscount = self.header.name_server_count();
         v.arcount = self.header.additional_count();
