@@ -8,9 +8,12 @@
 
 use std::{
     env,
+    io::BufReader,
     path::{Path, PathBuf},
-    process::{Command, exit},
+    process::{Command, Stdio, exit},
 };
+
+use cargo_metadata::{Artifact, Message};
 
 const TARGET: &str = "bpfel-unknown-none";
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
@@ -47,11 +50,17 @@ fn main() {
     }
 
     let path = linker_path();
-    if let Some(missing) = missing_toolchain_piece(&path) {
+    let linker = match find_linker(&path) {
+        Some(linker) => linker,
+        None => fail("the eBPF toolchain is missing (bpf-linker): run `cargo xtask setup`"),
+    };
+    if let Some(missing) = missing_toolchain_piece() {
         fail(&format!(
             "the eBPF toolchain is missing ({missing}): run `cargo xtask setup`"
         ));
     }
+    // A new linker (another LLVM) may link another object.
+    println!("cargo::rerun-if-changed={}", linker.display());
 
     let target_dir = workspace.join("target").join("ebpf");
     let mut cmd = Command::new(DEBIAN_CARGO);
@@ -65,6 +74,10 @@ fn main() {
             "spartan-xdp",
         ])
         .args(["--target", TARGET])
+        // The object's path comes from cargo's own artifact message;
+        // diagnostics still go to stderr, rendered.
+        .arg("--message-format=json-render-diagnostics")
+        .stdout(Stdio::piped())
         .arg("--target-dir")
         .arg(&target_dir)
         .env("PATH", &path)
@@ -96,13 +109,29 @@ fn main() {
     ] {
         cmd.env_remove(var);
     }
-    let status = cmd
-        .status()
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| fail(&format!("running {DEBIAN_CARGO}: {e}")));
+    let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut object = None;
+    for message in Message::parse_stream(stdout) {
+        match message {
+            Ok(Message::CompilerArtifact(Artifact {
+                executable: Some(executable),
+                target,
+                ..
+            })) if target.name == "spartan-xdp" => object = Some(executable.into_std_path_buf()),
+            Ok(_) => {}
+            Err(e) => fail(&format!("reading cargo's messages: {e}")),
+        }
+    }
+    let status = child
+        .wait()
         .unwrap_or_else(|e| fail(&format!("running {DEBIAN_CARGO}: {e}")));
     if !status.success() {
         fail("building the XDP program (spartan-ebpf) failed; see the errors above");
     }
-    let object = target_dir.join(TARGET).join("release").join("spartan-xdp");
+    let object = object.unwrap_or_else(|| fail("cargo built no spartan-xdp object"));
     std::fs::copy(&object, &embedded)
         .unwrap_or_else(|e| fail(&format!("copying {}: {e}", object.display())));
     println!("cargo::rustc-env=SPARTAN_BPF_OBJ={}", embedded.display());
@@ -122,16 +151,19 @@ fn linker_path() -> std::ffi::OsString {
     env::join_paths(dirs).unwrap()
 }
 
-fn missing_toolchain_piece(path: &std::ffi::OsStr) -> Option<String> {
+/// The bpf-linker that PATH gives.
+fn find_linker(path: &std::ffi::OsStr) -> Option<PathBuf> {
+    env::split_paths(path)
+        .map(|dir| dir.join("bpf-linker"))
+        .find(|candidate| candidate.is_file())
+}
+
+fn missing_toolchain_piece() -> Option<String> {
     if !Path::new(DEBIAN_RUSTC).exists() || !Path::new(DEBIAN_CARGO).exists() {
         return Some("Debian rustc-web/cargo-web".into());
     }
     if !Path::new("/usr/lib/rustlib").join(TARGET).exists() {
         return Some("libstd-rust-web-dev-bpf".into());
-    }
-    let has_linker = env::split_paths(path).any(|dir| dir.join("bpf-linker").is_file());
-    if !has_linker {
-        return Some("bpf-linker".into());
     }
     None
 }
