@@ -21,7 +21,7 @@ use crate::{
     forward::{Limits, Router},
     iface,
     link_watch::LinkWatcher,
-    local_data::LocalData,
+    local_answers::LocalAnswers,
     masters::{self, MasterStatus},
     state::Shared,
     stats::Stats,
@@ -219,7 +219,7 @@ fn masters_from_kernel(maps: &KernelMaps) -> Vec<Ipv4Addr> {
 fn spawn_discovery(shared: &Arc<Shared>, config: &Config) -> JoinHandle<()> {
     let (local, router) = (shared.local.clone(), shared.router.clone());
     let cache = shared.cache.clone();
-    tokio::spawn(masters::run(
+    tokio::spawn(masters::follow(
         config.masters.clone(),
         config.master_intervals.clone(),
         config.upstream_resolvers.clone(),
@@ -239,7 +239,7 @@ fn spawn_discovery(shared: &Arc<Shared>, config: &Config) -> JoinHandle<()> {
 }
 
 /// Runs the daemon. `reload` reads the configuration anew (SIGHUP).
-pub async fn run(config: Config, reload: impl Fn() -> Result<Config>) -> Result<()> {
+pub async fn serve(config: Config, reload: impl Fn() -> Result<Config>) -> Result<()> {
     // Signals first: a SIGTERM during start-up is a clean shutdown too.
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -289,7 +289,10 @@ pub async fn run(config: Config, reload: impl Fn() -> Result<Config>) -> Result<
         (_, Some(kernel)) => masters_from_kernel(&kernel.maps),
         (_, None) => Vec::new(),
     };
-    let local = Arc::new(LocalData::new(config.listen_addresses[0], &initial_masters));
+    let local = Arc::new(LocalAnswers::new(
+        config.listen_addresses[0],
+        &initial_masters,
+    ));
     let cache = Arc::new(crate::cache::AnswerCache::new(&config.cache, stats.clone()));
     let kernel_path = fast_path.is_some();
     let watcher = match fast_path {
@@ -368,7 +371,7 @@ pub async fn run(config: Config, reload: impl Fn() -> Result<Config>) -> Result<
             None
         }
     };
-    let self_check = tokio::spawn(crate::selfcheck::run(
+    let self_check = tokio::spawn(crate::selfcheck::check_periodically(
         addrs[0],
         config.self_check_interval,
         shared.health.clone(),

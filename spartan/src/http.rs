@@ -97,14 +97,14 @@ async fn upstreams(State(api): ApiState) -> Json<Value> {
         .all_upstreams()
         .into_iter()
         .map(|(route, u)| {
-            let (successes, failures, latency_ms, score) = u.report();
+            let report = u.report();
             json!({
                 "zone": route,
                 "address": u.addr.to_string(),
-                "score": score,
-                "latency_ms": latency_ms,
-                "successes": successes,
-                "failures": failures,
+                "score": report.score,
+                "latency_ms": report.latency_ms,
+                "successes": report.successes,
+                "failures": report.failures,
             })
         })
         .collect();

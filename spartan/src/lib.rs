@@ -20,7 +20,7 @@ pub mod http;
 pub mod iface;
 pub mod inspect;
 pub mod link_watch;
-pub mod local_data;
+pub mod local_answers;
 pub mod masters;
 pub mod message;
 pub mod metrics;

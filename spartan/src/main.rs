@@ -291,7 +291,7 @@ impl RunArgs {
 }
 
 fn main() -> std::process::ExitCode {
-    match run(Cli::parse()) {
+    match execute(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One readable chain of causes; no backtrace for a config error.
@@ -301,7 +301,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn execute(cli: Cli) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SPARTAN_LOG")
         .unwrap_or_else(|_| "info".into());
     let logs = tracing_subscriber::fmt()
@@ -320,7 +320,7 @@ fn run(cli: Cli) -> Result<()> {
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
-                .block_on(spartan::daemon::run(config, reload))
+                .block_on(spartan::daemon::serve(config, reload))
         }
         Command::CheckConfig(args) => {
             let (config, layered) = args.source.load(&args.flags(), Upstreams::Required)?;

@@ -92,10 +92,6 @@ pub struct ExhibitorMember {
     pub hostname: String,
     /// 0 latent, 1 down, 2 not serving, 3 serving.
     pub code: i64,
-    #[serde(default)]
-    pub description: String,
-    #[serde(default, rename = "isLeader")]
-    pub is_leader: bool,
 }
 
 /// The state of discovery, for metrics and logs.
@@ -248,7 +244,7 @@ async fn fetch_exhibitor(
 
 /// Runs discovery until the task is aborted. `apply` is called with every
 /// new list (and must apply it as one step).
-pub async fn run(
+pub async fn follow(
     source: MasterSource,
     intervals: Intervals,
     resolvers: Vec<SocketAddr>,

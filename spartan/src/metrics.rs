@@ -222,14 +222,14 @@ impl Collector for SpartanCollector {
         for (route, set) in &routes {
             for u in &set.upstreams {
                 let base = vec![("upstream", u.addr.to_string()), ("zone", route.clone())];
-                let (ok, _, _, score) = u.report();
-                successes.push((base.clone(), ok));
+                let report = u.report();
+                successes.push((base.clone(), report.successes));
                 for (i, reason) in FAILURE_REASONS.iter().enumerate() {
                     let mut l = base.clone();
                     l.push(("reason", reason.to_string()));
                     failures.push((l, u.failures_by_reason[i].load(Ordering::Relaxed)));
                 }
-                scores.push((base, score));
+                scores.push((base, report.score));
             }
         }
         counter(

@@ -149,7 +149,12 @@ pub async fn check(server: SocketAddr, wait: Duration) -> CheckResult {
 }
 
 /// Checks every `every`; calls `on_pass` after each passing check.
-pub async fn run(server: SocketAddr, every: Duration, health: Arc<Health>, on_pass: impl Fn()) {
+pub async fn check_periodically(
+    server: SocketAddr,
+    every: Duration,
+    health: Arc<Health>,
+    on_pass: impl Fn(),
+) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;

@@ -5,7 +5,7 @@
 use std::sync::{Arc, RwLock};
 
 use crate::{
-    cache::AnswerCache, config::Config, forward::Router, local_data::LocalData,
+    cache::AnswerCache, config::Config, forward::Router, local_answers::LocalAnswers,
     masters::MasterStatus, selfcheck::Health, stats::Stats,
 };
 
@@ -13,7 +13,7 @@ pub struct Shared {
     pub config: RwLock<Config>,
     pub stats: Arc<Stats>,
     pub cache: Arc<AnswerCache>,
-    pub local: Arc<LocalData>,
+    pub local: Arc<LocalAnswers>,
     pub router: Arc<Router>,
     pub masters: Arc<MasterStatus>,
     pub kernel_path: bool,

@@ -62,10 +62,6 @@ impl Zone {
         &self.origin
     }
 
-    pub fn soa(&self) -> &Record {
-        &self.soa
-    }
-
     /// Every record of the zone, the SOA first.
     pub fn records(&self) -> impl Iterator<Item = &Record> {
         std::iter::once(&self.soa).chain(self.records.values().flatten())
@@ -99,7 +95,7 @@ impl LocalZones {
     }
 
     /// The same with the `zk` SOA serial given (it grows with each change of
-    /// the master list, see `LocalData`).
+    /// the master list, see `LocalAnswers`).
     pub fn with_zk_serial(ns_addr: Ipv4Addr, masters: &[Ipv4Addr], zk_serial: u32) -> Self {
         let spartan_origin = name("spartan.");
         let mut spartan = Zone::new(

@@ -6,6 +6,8 @@
 
 pub mod frame;
 pub mod pins;
+pub mod setup;
+pub mod zk;
 
 /// Command-line arguments as owned strings.
 pub fn args(list: &[&str]) -> Vec<String> {

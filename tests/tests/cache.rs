@@ -2,38 +2,31 @@
 //! upstreams, the upstream packets counted by iptables in the namespace.
 
 use std::{
-    net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
+use tests::setup::{ask, server, spartan_node};
 
 use hickory_proto::{
     op::{Edns, Message, Query, ResponseCode},
     rr::{Name, RecordType},
 };
 use tests::{
-    client::{exchange_udp, query_in, query_message, udp_socket},
+    client::{exchange_udp, query_message, udp_socket},
     daemon::Spartan,
     fault::{Fault, FaultServer},
     metrics,
     netns::Netns,
     nsd::Nsd,
-    require_root,
 };
 
 const UPSTREAM_IP: &str = "127.0.0.1";
 const UPSTREAM_PORT: u16 = 5353;
 
-fn server() -> SocketAddr {
-    "198.51.100.1:53".parse().unwrap()
-}
-
 /// A node namespace with Spartan's address on `lo` and a counter of the
 /// datagrams sent to the upstream.
 fn node() -> Netns {
-    require_root();
-    let node = Netns::new("cch");
-    node.ip(&["addr", "add", "198.51.100.1/32", "dev", "lo"]);
+    let node = spartan_node("cch");
     node.count_udp_to(UPSTREAM_IP, UPSTREAM_PORT);
     node
 }
@@ -60,11 +53,6 @@ fn spartan(node: &Netns, args: &[&str]) -> Spartan {
 
 fn sent(node: &Netns) -> u64 {
     node.udp_sent_to(UPSTREAM_IP, UPSTREAM_PORT)
-}
-
-fn ask(node: &Netns, name: &str, rtype: RecordType) -> Message {
-    query_in(Some(node), server(), name, rtype, Duration::from_secs(6))
-        .unwrap_or_else(|e| panic!("no answer for {name} {rtype}: {e}"))
 }
 
 /// Sends `q` as it is over UDP; the parsed answer.

@@ -7,6 +7,7 @@ use std::{
     net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
+use tests::setup::{TempConfig, server, spartan_node};
 
 use hickory_proto::{
     op::{Message, ResponseCode},
@@ -16,23 +17,8 @@ use tests::{
     client::{self, query_message, tcp_connect, tcp_recv, tcp_send},
     daemon::Spartan,
     load::Load,
-    netns::Netns,
     nsd::Nsd,
-    require_root,
 };
-
-fn server() -> SocketAddr {
-    "198.51.100.1:53".parse().unwrap()
-}
-
-/// A node namespace with Spartan's address and two more client addresses
-/// (127.0.0.2 and .3 are on `lo` already) on `lo`.
-fn node() -> Netns {
-    require_root();
-    let node = Netns::new("iso");
-    node.ip(&["addr", "add", "198.51.100.1/32", "dev", "lo"]);
-    node
-}
 
 fn args(extra: &[&str]) -> Vec<String> {
     let mut all = tests::args(&["--listen", "198.51.100.1", "--no-xdp"]);
@@ -44,19 +30,13 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn config_file(text: &str) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("{}.toml", tests::netns::unique("iso")));
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 #[test]
 fn root_a_flood_of_misses_from_one_client_costs_another_nothing() {
-    let node = node();
+    let node = spartan_node("iso");
     let _resolver = Nsd::start(&node, "127.0.0.1:5353".parse().unwrap(), "resolver");
     let _dead = Nsd::start(&node, "127.0.0.9:5353".parse().unwrap(), "dead");
     node.blackhole("127.0.0.9", 5353);
-    let config = config_file(
+    let config = TempConfig::new(
         "upstream_resolvers = [\"127.0.0.1:5353\"]\n[forward_zones]\n\"drop.test\" = [\"127.0.0.9:5353\"]\n",
     );
     let s = Spartan::start(
@@ -104,12 +84,11 @@ fn root_a_flood_of_misses_from_one_client_costs_another_nothing() {
             "A's flood was cut at its share: {dropped:?}"
         );
     });
-    let _ = std::fs::remove_file(config);
 }
 
 #[test]
 fn root_a_never_reading_tcp_client_costs_only_its_connection() {
-    let node = node();
+    let node = spartan_node("iso");
     let _resolver = Nsd::start(&node, "127.0.0.1:5353".parse().unwrap(), "resolver");
     let _s = Spartan::start(
         Some(&node),
@@ -169,7 +148,7 @@ fn root_a_never_reading_tcp_client_costs_only_its_connection() {
 
 #[test]
 fn root_a_dropping_upstream_under_1024_descriptors_loses_nothing() {
-    let node = node();
+    let node = spartan_node("iso");
     let _good = Nsd::start(&node, "127.0.0.1:5353".parse().unwrap(), "good");
     let _dead = Nsd::start(&node, "127.0.0.2:5353".parse().unwrap(), "dead");
     node.blackhole("127.0.0.2", 5353);
@@ -197,7 +176,7 @@ fn root_a_dropping_upstream_under_1024_descriptors_loses_nothing() {
 
 #[test]
 fn root_idle_http_connections_do_not_stop_dns() {
-    let node = node();
+    let node = spartan_node("iso");
     let _resolver = Nsd::start(&node, "127.0.0.1:5353".parse().unwrap(), "resolver");
     let _s = Spartan::start_with_fd_limit(
         &node,

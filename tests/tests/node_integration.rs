@@ -1,29 +1,17 @@
 //! Watchdog, genresolv, the systemd notify protocol and the unit files.
 
 use std::{
-    net::SocketAddr,
     os::unix::{fs::MetadataExt, net::UnixDatagram},
     path::PathBuf,
     process::Command,
     time::{Duration, Instant},
 };
+use tests::setup::{server, spartan_node};
 
 use tests::{
     daemon::{Spartan, spartan_bin},
     netns::Netns,
-    require_root,
 };
-
-fn server() -> SocketAddr {
-    "198.51.100.1:53".parse().unwrap()
-}
-
-fn node() -> Netns {
-    require_root();
-    let node = Netns::new("spg");
-    node.ip(&["addr", "add", "198.51.100.1/32", "dev", "lo"]);
-    node
-}
 
 fn args(extra: &[&str]) -> Vec<String> {
     [
@@ -65,7 +53,7 @@ fn genresolv(node: &Netns, output: &std::path::Path) -> std::process::Output {
 
 #[test]
 fn root_genresolv_follows_spartan() {
-    let node = node();
+    let node = spartan_node("spg");
     let dir = temp_dir();
     let target = dir.join("resolv.conf");
     std::fs::write(&target, "nameserver 192.0.2.1\n").unwrap();
@@ -164,7 +152,7 @@ fn root_genresolv_follows_spartan() {
 
 #[test]
 fn root_the_watchdog_restarts_a_hung_daemon() {
-    let node = node();
+    let node = spartan_node("spg");
     let s = Spartan::start(Some(&node), &args(&[]), server());
     let watchdog = |extra: &[&str]| {
         node.command(spartan_bin().to_str().unwrap())
@@ -221,7 +209,7 @@ fn root_the_watchdog_restarts_a_hung_daemon() {
 
 #[test]
 fn root_ready_then_watchdog_pings_only_while_the_self_check_passes() {
-    let node = node();
+    let node = spartan_node("spg");
     let dir = temp_dir();
     let sock_path = dir.join("notify.sock");
     let socket = UnixDatagram::bind(&sock_path).unwrap();
@@ -315,7 +303,7 @@ fn the_systemd_units_verify() {
 
 #[test]
 fn root_a_self_check_slower_than_the_units_watchdog_is_refused() {
-    let node = node();
+    let node = spartan_node("spg");
     // WatchdogSec=4s and the default self-check every 5 s.
     let mut s = Spartan::spawn_with_env(Some(&node), &args(&[]), &[("WATCHDOG_USEC", "4000000")]);
     let status = s

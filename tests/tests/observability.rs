@@ -1,6 +1,7 @@
 //! Metrics, the HTTP API and health, scraped from the real daemon.
 
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
+use tests::setup::{server, spartan_node};
 
 use hickory_proto::rr::RecordType;
 use tests::{
@@ -10,22 +11,10 @@ use tests::{
     netns::Netns,
     nsd::Nsd,
     pins::PinDir,
-    require_root,
 };
-
-fn server() -> SocketAddr {
-    "198.51.100.1:53".parse().unwrap()
-}
 
 fn api() -> SocketAddr {
     "127.0.0.1:62080".parse().unwrap()
-}
-
-fn node() -> Netns {
-    require_root();
-    let node = Netns::new("spo");
-    node.ip(&["addr", "add", "198.51.100.1/32", "dev", "lo"]);
-    node
 }
 
 fn config(pins: &PinDir, self_check_ms: u64) -> std::path::PathBuf {
@@ -61,7 +50,7 @@ fn delta(before: &HashMap<String, f64>, after: &HashMap<String, f64>, key: &str)
 
 #[test]
 fn root_metrics_count_a_known_sequence_exactly() {
-    let node = node();
+    let node = spartan_node("spo");
     let pins = PinDir::new();
     let _nsd = Nsd::start(&node, "127.0.0.1:5353".parse().unwrap(), "resolver-1");
     node.blackhole("127.0.0.3", 5353);
@@ -148,7 +137,7 @@ fn root_metrics_count_a_known_sequence_exactly() {
 
 #[test]
 fn root_the_json_api_shows_what_the_zones_hold() {
-    let node = node();
+    let node = spartan_node("spo");
     let pins = PinDir::new();
     let cfg = config(&pins, 3_600_000);
     let _s = Spartan::start(
@@ -222,7 +211,7 @@ fn wait_health(node: &Netns, s: &Spartan, want: u16) {
 
 #[test]
 fn root_healthz_follows_the_self_check() {
-    let node = node();
+    let node = spartan_node("spo");
     let pins = PinDir::new();
     let cfg = config(&pins, 300);
     let s = Spartan::start(
@@ -248,7 +237,7 @@ fn root_healthz_follows_the_self_check() {
 
 #[test]
 fn root_a_stalled_udp_listener_turns_health_red_while_the_kernel_still_answers() {
-    let node = node();
+    let node = spartan_node("spo");
     let pins = PinDir::new();
     let cfg = config(&pins, 300);
     let s = Spartan::start(
@@ -308,7 +297,7 @@ fn metric_names(expr: &str) -> Vec<String> {
 
 #[test]
 fn root_every_metric_of_the_grafana_dashboard_is_exported() {
-    let node = node();
+    let node = spartan_node("spo");
     let pins = PinDir::new();
     let _nsd = Nsd::start(&node, "127.0.0.1:5353".parse().unwrap(), "resolver-1");
     let cfg = config(&pins, 3_600_000);

@@ -3,9 +3,9 @@
 
 use std::{
     collections::HashSet,
-    net::SocketAddr,
     time::{Duration, Instant},
 };
+use tests::setup::{ask, server, spartan_node};
 
 use hickory_proto::{
     op::{Message, MessageType, OpCode, Query, ResponseCode},
@@ -17,22 +17,7 @@ use tests::{
     fault::{Fault, FaultServer},
     netns::Netns,
     nsd::Nsd,
-    require_root,
 };
-
-const SERVER: &str = "198.51.100.1:53";
-
-fn server() -> SocketAddr {
-    SERVER.parse().unwrap()
-}
-
-/// A node namespace with Spartan's address on `lo`.
-fn node() -> Netns {
-    require_root();
-    let node = Netns::new("spr");
-    node.ip(&["addr", "add", "198.51.100.1/32", "dev", "lo"]);
-    node
-}
 
 fn spartan(node: &Netns, args: &[&str]) -> Spartan {
     let mut all = tests::args(&["--listen", "198.51.100.1", "--no-xdp"]);
@@ -54,14 +39,9 @@ fn txt(m: &Message) -> Vec<String> {
         .collect()
 }
 
-fn ask(node: &Netns, name: &str, rtype: RecordType) -> Message {
-    query_in(Some(node), server(), name, rtype, Duration::from_secs(6))
-        .unwrap_or_else(|e| panic!("no answer for {name} {rtype}: {e}"))
-}
-
 #[test]
 fn root_local_zones_answer_authoritatively() {
-    let node = node();
+    let node = spartan_node("spr");
     let _s = spartan(&node, &["--masters", "10.0.0.1,10.0.0.2"]);
 
     let m = ask(&node, "ready.spartan.", RecordType::A);
@@ -165,7 +145,7 @@ fn root_local_zones_answer_authoritatively() {
 
 #[test]
 fn root_mesos_goes_to_masters_and_the_rest_to_resolvers() {
-    let node = node();
+    let node = spartan_node("spr");
     let _r1 = nsd(&node, "127.0.0.1:5353", "resolver-1");
     let _r2 = nsd(&node, "127.0.0.2:5353", "resolver-2");
     let _m1 = nsd(&node, "127.0.1.1:5354", "master-1");
@@ -215,7 +195,7 @@ fn root_mesos_goes_to_masters_and_the_rest_to_resolvers() {
 
 #[test]
 fn root_forward_zones_by_longest_suffix() {
-    let node = node();
+    let node = spartan_node("spr");
     let _r = nsd(&node, "127.0.0.1:5353", "resolver-1");
     let _z = nsd(&node, "127.0.0.5:5353", "zone-1");
     let dir = std::env::temp_dir().join(tests::netns::unique("cfg"));
@@ -241,7 +221,7 @@ fn root_forward_zones_by_longest_suffix() {
 
 #[test]
 fn root_a_blackholed_upstream_costs_the_client_nothing() {
-    let node = node();
+    let node = spartan_node("spr");
     let _r1 = nsd(&node, "127.0.0.1:5353", "resolver-1");
     let _r2 = nsd(&node, "127.0.0.2:5353", "resolver-2");
     let _r3 = nsd(&node, "127.0.0.3:5353", "resolver-3");
@@ -274,7 +254,7 @@ fn root_a_blackholed_upstream_costs_the_client_nothing() {
 
 #[test]
 fn root_a_fast_servfail_does_not_beat_a_good_answer() {
-    let node = node();
+    let node = spartan_node("spr");
     let bad = FaultServer::start(&node, "127.0.0.9:5353".parse().unwrap(), Fault::ServFail);
     let _good = nsd(&node, "127.0.0.1:5353", "resolver-1");
     let _s = spartan(&node, &["--upstream", "127.0.0.9:5353,127.0.0.1:5353"]);
@@ -291,7 +271,7 @@ fn root_a_fast_servfail_does_not_beat_a_good_answer() {
 
 #[test]
 fn root_all_upstreams_down_gives_a_real_servfail_within_the_deadline() {
-    let node = node();
+    let node = spartan_node("spr");
     let _r1 = nsd(&node, "127.0.0.1:5353", "resolver-1");
     let _r2 = nsd(&node, "127.0.0.2:5353", "resolver-2");
     node.blackhole("127.0.0.1", 5353);
@@ -334,7 +314,7 @@ fn root_all_upstreams_down_gives_a_real_servfail_within_the_deadline() {
 
 #[test]
 fn root_spoofed_and_stray_replies_are_ignored() {
-    let node = node();
+    let node = spartan_node("spr");
     let _spoof = FaultServer::start(&node, "127.0.0.7:5353".parse().unwrap(), Fault::Spoof);
     let _s = spartan(&node, &["--upstream", "127.0.0.7:5353"]);
     for _ in 0..20 {
@@ -346,7 +326,7 @@ fn root_spoofed_and_stray_replies_are_ignored() {
 
 #[test]
 fn root_pipelined_tcp_queries_are_all_answered() {
-    let node = node();
+    let node = spartan_node("spr");
     let _r1 = nsd(&node, "127.0.0.1:5353", "resolver-1");
     let _s = spartan(&node, &["--upstream", "127.0.0.1:5353"]);
     let mut stream = tcp_connect(Some(&node), server()).expect("connect");
@@ -380,7 +360,7 @@ fn root_pipelined_tcp_queries_are_all_answered() {
 
 #[test]
 fn root_truncation_passes_through_and_the_tcp_retry_works() {
-    let node = node();
+    let node = spartan_node("spr");
     let _r1 = nsd(&node, "127.0.0.1:5353", "resolver-1");
     let _s = spartan(&node, &["--upstream", "127.0.0.1:5353"]);
     let out = dig(
@@ -417,7 +397,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn root_the_in_flight_cap_holds_under_a_flood() {
-    let node = node();
+    let node = spartan_node("spr");
     let _r1 = nsd(&node, "127.0.0.1:5353", "resolver-1");
     node.blackhole("127.0.0.1", 5353);
     let s = spartan(
@@ -468,7 +448,7 @@ fn root_the_in_flight_cap_holds_under_a_flood() {
 #[test]
 fn root_generated_datagrams_do_not_hurt_the_daemon() {
     use rand::{Rng, SeedableRng, rngs::StdRng};
-    let node = node();
+    let node = spartan_node("spr");
     let _r1 = nsd(&node, "127.0.0.1:5353", "resolver-1");
     let s = spartan(
         &node,
@@ -575,7 +555,7 @@ fn closed_by_server(stream: &mut std::net::TcpStream) -> bool {
 
 #[test]
 fn root_tcp_connections_are_capped_and_idle_ones_closed() {
-    let node = node();
+    let node = spartan_node("spr");
     let dir = std::env::temp_dir().join(tests::netns::unique("cfg"));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("spartan.toml");
@@ -626,7 +606,7 @@ fn root_tcp_connections_are_capped_and_idle_ones_closed() {
 
 #[test]
 fn root_an_upstream_reply_too_large_for_the_client_becomes_tc_at_once() {
-    let node = node();
+    let node = spartan_node("spr");
     let _f = FaultServer::start(&node, "127.0.0.1:5353".parse().unwrap(), Fault::Oversized);
     let _s = spartan(&node, &["--upstream", "127.0.0.1:5353"]);
     // No EDNS: the client takes 512 bytes; the upstream sends ~3.2 KB.
@@ -652,7 +632,7 @@ fn root_an_upstream_reply_too_large_for_the_client_becomes_tc_at_once() {
 
 #[test]
 fn root_unknown_opcodes_get_a_bare_notimp_and_the_ns_names_resolve() {
-    let node = node();
+    let node = spartan_node("spr");
     let _s = spartan(&node, &["--masters", "10.0.0.1"]);
     // Opcode STATUS (2), with RD, CD and AD set in the query.
     let mut q = query_message(99, "ready.spartan.", RecordType::A);

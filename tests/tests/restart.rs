@@ -4,11 +4,12 @@
 //! that arrive while no daemon runs wait in the sockets' queues.
 
 use std::{
-    net::{SocketAddr, TcpListener, UdpSocket},
+    net::{TcpListener, UdpSocket},
     os::fd::AsRawFd,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
+use tests::setup::server;
 
 use hickory_proto::rr::RecordType;
 use tests::{
@@ -20,10 +21,6 @@ use tests::{
     pins::PinDir,
     require_root,
 };
-
-fn server() -> SocketAddr {
-    "198.51.100.1:53".parse().unwrap()
-}
 
 /// systemd's part: the listen sockets, bound in `node` and held by the
 /// test across the daemon's restarts.

@@ -15,14 +15,14 @@ use crate::{
     cache::{AnswerCache, Asked, FlightKey, FlightLanding, Flights, Found, STALE_TTL, Waiter},
     fastpath::monotonic_ns,
     forward::Forwarder,
-    local_data::LocalData,
+    local_answers::LocalAnswers,
     message::{self, Transport},
     stats::{DropReason, ReplyOrigin, Stats},
 };
 
 /// Answers queries: from the local zones, or through the forwarder.
 pub struct RequestHandler {
-    local: Arc<LocalData>,
+    local: Arc<LocalAnswers>,
     forwarder: Rc<Forwarder>,
     stats: Arc<Stats>,
     cache: Arc<AnswerCache>,
@@ -40,7 +40,7 @@ enum Verdict {
 
 impl RequestHandler {
     pub fn new(
-        local: Arc<LocalData>,
+        local: Arc<LocalAnswers>,
         forwarder: Rc<Forwarder>,
         stats: Arc<Stats>,
         cache: Arc<AnswerCache>,

@@ -128,13 +128,30 @@ impl Upstream {
         }
     }
 
-    /// (successes, failures, latency ms, score) for reporting.
-    pub fn report(&self) -> (u64, u64, f64, f64) {
-        let now = Instant::now();
-        let score = self.score(now);
+    /// Its health now, for the API and the metrics.
+    pub fn report(&self) -> UpstreamReport {
+        let score = self.score(Instant::now());
         let h = self.health.lock().expect("health lock");
-        (h.successes, h.failures_total, h.latency_ms, score)
+        UpstreamReport {
+            successes: h.successes,
+            failures: h.failures_total,
+            latency_ms: h.latency_ms,
+            score,
+        }
     }
+}
+
+/// An upstream's health as reported.
+#[derive(Clone, Copy, Debug)]
+pub struct UpstreamReport {
+    /// Exchanges that gave a usable answer.
+    pub successes: u64,
+    /// Exchanges that failed, gave no reply or an unusable one.
+    pub failures: u64,
+    /// Smoothed latency, milliseconds.
+    pub latency_ms: f64,
+    /// The ranking score (higher is better).
+    pub score: f64,
 }
 
 /// The upstreams for one route.
@@ -156,10 +173,6 @@ impl UpstreamSet {
             last_probe: Mutex::new(Instant::now()),
             failures: std::sync::atomic::AtomicU64::new(0),
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.upstreams.is_empty()
     }
 
     /// The upstreams one query goes to: the two best by score (all of them

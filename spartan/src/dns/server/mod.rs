@@ -18,13 +18,13 @@ pub use tcp::TcpLimits;
 use super::RequestHandler;
 use crate::{
     forward::{Forwarder, Limits, Router},
-    local_data::LocalData,
+    local_answers::LocalAnswers,
     stats::Stats,
 };
 
 /// What the DNS thread serves with.
 pub struct Setup {
-    pub local: Arc<LocalData>,
+    pub local: Arc<LocalAnswers>,
     pub router: Arc<Router>,
     pub stats: Arc<Stats>,
     pub cache: Arc<crate::cache::AnswerCache>,

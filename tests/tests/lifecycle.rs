@@ -1,8 +1,9 @@
-//! Configuration sources, master discovery, the listen addresses, restarts.
+//! The daemon's life on a node: the listen addresses, restarts, reloads,
+//! a missing upstream, shutdown and `spartan down`, a second daemon, pinned
+//! maps of another layout.
 
 use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -10,296 +11,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hickory_proto::{
-    op::Message,
-    rr::{RData, RecordType},
-};
-use spartan::{fastpath::KernelMaps, zone};
+use hickory_proto::{op::Message, rr::RecordType};
 use tests::{
     ClientNode,
-    client::{self, query_message, tcp_connect, tcp_recv, tcp_send},
+    client::{self, query_message},
     daemon::Spartan,
-    exhibitor::{Exhibitor, Mode},
     netns::{Netns, sh},
     nsd::Nsd,
     pins::PinDir,
     require_root,
+    setup::{TempConfig, server, spartan_node},
+    zk::{daemon_zk, kernel_zk, udp_zk, wait_zk},
 };
-
-fn server() -> SocketAddr {
-    "198.51.100.1:53".parse().unwrap()
-}
-
-fn write_config(text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(tests::netns::unique("cfg"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("spartan.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// zk-1..zk-5 as the daemon answers them (over TCP: userspace, not XDP).
-fn daemon_zk(node: &Netns) -> Vec<String> {
-    let mut stream = tcp_connect(Some(node), server()).expect("TCP to spartan");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
-    (1..=5)
-        .map(|i| {
-            tcp_send(
-                &mut stream,
-                &query_message(i, &format!("zk-{i}.zk."), RecordType::A)
-                    .to_vec()
-                    .unwrap(),
-            )
-            .unwrap();
-            let m = Message::from_vec(&tcp_recv(&mut stream).unwrap()).unwrap();
-            m.answers()
-                .iter()
-                .map(|r| match r.data() {
-                    RData::A(a) => a.0.to_string(),
-                    other => other.to_string(),
-                })
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .collect()
-}
-
-/// zk-1..zk-5 in the kernel's answers map.
-fn kernel_zk(pins: &Path) -> Vec<String> {
-    let answers = KernelMaps::open_pinned(pins).unwrap().answers().unwrap();
-    (1..=5)
-        .map(|i| {
-            let key = zone::answer_key(&format!("zk-{i}.zk.").parse().unwrap(), 1).unwrap();
-            answers
-                .iter()
-                .find(|(k, _)| *k == key)
-                .and_then(|(k, v)| spartan::cache::answer::kernel_message(k, v))
-                .map(|m| {
-                    m.answers()
-                        .iter()
-                        .map(|r| r.data().to_string())
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .unwrap_or_default()
-        })
-        .collect()
-}
-
-/// Waits (bounded) until both the daemon and the kernel serve `want`.
-fn wait_zk(node: &Netns, pins: &Path, want: &[&str], what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(8);
-    loop {
-        let (d, k) = (daemon_zk(node), kernel_zk(pins));
-        if d == want && k == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: daemon {d:?}, kernel {k:?}, want {want:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// The zk records stay `want` for a while (a failure keeps the last list).
-fn stays_zk(node: &Netns, pins: &Path, want: &[&str], what: &str) {
-    for _ in 0..8 {
-        assert_eq!(daemon_zk(node), want, "{what}: daemon");
-        assert_eq!(kernel_zk(pins), want, "{what}: kernel");
-        std::thread::sleep(Duration::from_millis(150));
-    }
-}
-
-fn node() -> Netns {
-    require_root();
-    let node = Netns::new("spm");
-    node.ip(&["addr", "add", "198.51.100.1/32", "dev", "lo"]);
-    node
-}
-
-fn members(hosts: &[(&str, i64)]) -> Mode {
-    Mode::Members(
-        hosts
-            .iter()
-            .map(|(h, c)| (h.to_string(), *c, false))
-            .collect(),
-    )
-}
-
-#[test]
-fn root_exhibitor_discovery_follows_the_cluster_and_survives_its_failures() {
-    let node = node();
-    let pins = PinDir::new();
-    // The upstream resolver, through which member host names resolve.
-    let _resolver = Nsd::start(&node, "127.0.0.1:5353".parse().unwrap(), "resolver");
-    let _m1 = Nsd::start(&node, "127.0.1.1:5354".parse().unwrap(), "master-1");
-    let _m2 = Nsd::start(&node, "127.0.1.2:5354".parse().unwrap(), "master-2");
-    let ex = Exhibitor::start(
-        &node,
-        "127.0.0.1:8181".parse().unwrap(),
-        members(&[("10.0.0.1", 3)]),
-    );
-    let config = write_config(&format!(
-        "listen_addresses = [\"198.51.100.1\"]\nupstream_resolvers = [\"127.0.0.1:5353\"]\nmesos_port = 5354\n\
-[masters]\nsource = \"exhibitor_uri\"\nexhibitor_uri = \"{}\"\npoll_interval_ms = 200\nretry_interval_ms = 200\nhttp_timeout_ms = 500\n\
-[xdp]\npin_dir = \"{}\"\ndetach_on_exit = true\n",
-        ex.url,
-        pins.path().display()
-    ));
-    let s = Spartan::start(
-        Some(&node),
-        &[
-            "--log-format".into(),
-            "json".into(),
-            "--config".into(),
-            config.display().to_string(),
-        ],
-        server(),
-    );
-
-    wait_zk(&node, pins.path(), &["10.0.0.1"; 5], "one master");
-    // Serving members first, host names resolved through the upstream
-    // resolver (www.example.net is 192.0.2.80 there), a member whose name
-    // is invalid or does not resolve dropped: A B C A B.
-    ex.set(members(&[
-        ("10.0.0.3", 1),
-        ("10.0.0.1", 3),
-        ("bad host!", 3),
-        ("www.example.net", 3),
-        ("nx.example.net", 3),
-    ]));
-    let three = [
-        "10.0.0.1",
-        "192.0.2.80",
-        "10.0.0.3",
-        "10.0.0.1",
-        "192.0.2.80",
-    ];
-    wait_zk(&node, pins.path(), &three, "three masters");
-
-    for (fault, what) in [
-        (Mode::Status(500), "HTTP 500"),
-        (Mode::Hang, "a hung connection"),
-        (Mode::Garbage, "garbage JSON"),
-        (Mode::Members(vec![]), "an empty list"),
-        (Mode::Huge, "a reply over the size cap"),
-    ] {
-        let before = ex.requests.load(Ordering::Relaxed);
-        ex.set(fault);
-        stays_zk(&node, pins.path(), &three, what);
-        assert!(
-            ex.requests.load(Ordering::Relaxed) > before,
-            "{what}: still polling"
-        );
-    }
-
-    // Logged once per change of state, not once per poll (about 30 polls
-    // failed above), as JSON lines with --log-format json.
-    let log = s.log_text();
-    let failures = log.matches("master source failed").count();
-    assert!(
-        (4..=5).contains(&failures),
-        "{failures} failure lines:\n{log}"
-    );
-    for line in log.lines().filter(|l| !l.trim().is_empty()) {
-        let v: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
-        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
-    }
-
-    let seven: Vec<String> = (11..=17).map(|i| format!("10.0.0.{i}")).collect();
-    ex.set(Mode::Members(
-        seven.iter().map(|h| (h.clone(), 3, false)).collect(),
-    ));
-    wait_zk(
-        &node,
-        pins.path(),
-        &[
-            "10.0.0.11",
-            "10.0.0.12",
-            "10.0.0.13",
-            "10.0.0.14",
-            "10.0.0.15",
-        ],
-        "seven masters",
-    );
-    ex.set(members(&[("10.0.0.99", 3)]));
-    wait_zk(&node, pins.path(), &["10.0.0.99"; 5], "back to one");
-
-    // `*.mesos` follows the list in the same step.
-    for (master, label) in [("127.0.1.1", "master-1"), ("127.0.1.2", "master-2")] {
-        ex.set(members(&[(master, 3)]));
-        wait_zk(&node, pins.path(), &[master; 5], label);
-        let m = client::query_in(
-            Some(&node),
-            server(),
-            "who.mesos.",
-            RecordType::TXT,
-            Duration::from_secs(3),
-        )
-        .unwrap();
-        let txt: Vec<String> = m.answers().iter().map(|r| r.data().to_string()).collect();
-        assert_eq!(txt, vec![label.to_string()]);
-    }
-    let _ = std::fs::remove_dir_all(config.parent().unwrap());
-}
-
-/// The serial of the `zk` SOA, asked of the daemon over TCP.
-fn zk_serial(node: &Netns) -> u32 {
-    let out = client::dig(
-        "dig",
-        Some(node),
-        server(),
-        &["+tcp", "+short", "zk", "SOA"],
-    );
-    out.split_whitespace()
-        .nth(2)
-        .and_then(|w| w.parse().ok())
-        .unwrap_or_else(|| panic!("no SOA serial in {out:?}"))
-}
-
-#[test]
-fn root_a_master_list_file_is_reread_when_it_changes() {
-    let node = node();
-    let pins = PinDir::new();
-    let dir = std::env::temp_dir().join(tests::netns::unique("ml"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let list = dir.join("master_list");
-    std::fs::write(&list, "[\"10.0.0.1\"]").unwrap();
-    let config = write_config(&format!(
-        "listen_addresses = [\"198.51.100.1\"]\nupstream_resolvers = [\"127.0.0.1:5353\"]\n\
-[masters]\nsource = \"master_list\"\nmaster_list_file = \"{}\"\nfile_check_interval_ms = 100\nretry_interval_ms = 60000\n\
-[xdp]\npin_dir = \"{}\"\ndetach_on_exit = true\n",
-        list.display(),
-        pins.path().display()
-    ));
-    let _s = Spartan::start(
-        Some(&node),
-        &["--config".into(), config.display().to_string()],
-        server(),
-    );
-    wait_zk(&node, pins.path(), &["10.0.0.1"; 5], "initial file");
-    let first_serial = zk_serial(&node);
-    std::fs::write(&list, "[\"10.0.0.1\", \"10.0.0.2\"]").unwrap();
-    let two = ["10.0.0.1", "10.0.0.2", "10.0.0.1", "10.0.0.2", "10.0.0.1"];
-    wait_zk(&node, pins.path(), &two, "edited file");
-    let second_serial = zk_serial(&node);
-    assert!(
-        second_serial > first_serial,
-        "the zk SOA serial grows with the zone: {first_serial} then {second_serial}"
-    );
-    std::fs::write(&list, "not json").unwrap();
-    stays_zk(&node, pins.path(), &two, "garbage file");
-    std::fs::remove_file(&list).unwrap();
-    stays_zk(&node, pins.path(), &two, "missing file");
-    std::fs::write(&list, "[\"10.0.0.5\"]").unwrap();
-    wait_zk(&node, pins.path(), &["10.0.0.5"; 5], "file back");
-    let _ = std::fs::remove_dir_all(dir);
-    let _ = std::fs::remove_dir_all(config.parent().unwrap());
-}
 
 #[test]
 fn root_zk_queries_are_answered_all_through_a_restart() {
@@ -416,10 +139,10 @@ fn root_the_listen_addresses_are_created_and_spartan_down_removes_them() {
 
 #[test]
 fn root_sighup_reloads_the_configuration_without_dropping_a_query() {
-    let node = node();
+    let node = spartan_node("spm");
     let _r1 = Nsd::start(&node, "127.0.0.1:5353".parse().unwrap(), "resolver-1");
     let _r2 = Nsd::start(&node, "127.0.0.2:5353".parse().unwrap(), "resolver-2");
-    let config = write_config(
+    let config = TempConfig::new(
         "listen_addresses = [\"198.51.100.1\"]\nupstream_resolvers = [\"127.0.0.1:5353\"]\n[xdp]\nenabled = false\n",
     );
     let s = Spartan::start(
@@ -509,12 +232,11 @@ fn root_sighup_reloads_the_configuration_without_dropping_a_query() {
         "{}",
         s.log_text()
     );
-    let _ = std::fs::remove_dir_all(config.parent().unwrap());
 }
 
 #[test]
 fn root_without_a_usable_upstream_check_config_and_run_name_the_fix() {
-    let node = node();
+    let node = spartan_node("spm");
     // What genresolv writes while Spartan runs: only Spartan's addresses.
     // `ip netns exec` shows /etc/netns/NAME/resolv.conf as /etc/resolv.conf.
     struct RemoveOnDrop(PathBuf);
@@ -540,7 +262,7 @@ fn root_without_a_usable_upstream_check_config_and_run_name_the_fix() {
             .output()
             .unwrap()
     };
-    let empty = write_config("");
+    let empty = TempConfig::new("");
     for args in [
         vec!["check-config", "--config", empty.to_str().unwrap()],
         vec![
@@ -560,12 +282,11 @@ fn root_without_a_usable_upstream_check_config_and_run_name_the_fix() {
             "{args:?}: {err}"
         );
     }
-    let _ = std::fs::remove_dir_all(empty.parent().unwrap());
 }
 
 #[test]
 fn root_shutdown_detaches_what_was_attached_whatever_a_reload_said() {
-    let node = node();
+    let node = spartan_node("spm");
     let pins = PinDir::new();
     let _r = Nsd::start(&node, "127.0.0.1:5353".parse().unwrap(), "resolver");
     node.ip(&["link", "add", "vsa", "type", "veth", "peer", "name", "vsb"]);
@@ -578,7 +299,7 @@ fn root_shutdown_detaches_what_was_attached_whatever_a_reload_said() {
             pins.path().display()
         )
     };
-    let config = write_config(&text("\"vsa\""));
+    let config = TempConfig::new(&text("\"vsa\""));
     let mut s = Spartan::start(
         Some(&node),
         &["--config".into(), config.display().to_string()],
@@ -597,23 +318,6 @@ fn root_shutdown_detaches_what_was_attached_whatever_a_reload_said() {
     assert!(s.stop().is_some_and(|st| st.success()), "{}", s.log_text());
     assert!(!xdp_on("vsa"), "the veth it attached is detached");
     assert!(!xdp_on("lo"), "lo is detached");
-    let _ = std::fs::remove_dir_all(config.parent().unwrap());
-}
-
-/// zk-1..zk-5 over UDP, as a client gets them (from the kernel when it
-/// answers, else from the daemon).
-fn udp_zk(node: &Netns) -> Vec<String> {
-    (1..=5)
-        .map(|i| {
-            let out = client::dig(
-                "dig",
-                Some(node),
-                server(),
-                &["+short", &format!("zk-{i}.zk")],
-            );
-            client::short_lines(&out).join(",")
-        })
-        .collect()
 }
 
 fn kernel_args(pins: &PinDir, masters: &str) -> Vec<String> {
@@ -631,7 +335,7 @@ fn kernel_args(pins: &PinDir, masters: &str) -> Vec<String> {
 
 #[test]
 fn root_a_second_daemon_fails_before_touching_the_kernel() {
-    let node = node();
+    let node = spartan_node("spm");
     let pins = PinDir::new();
     let first = Spartan::start(Some(&node), &kernel_args(&pins, "10.0.0.1"), server());
     let one = ["10.0.0.1"; 5];
@@ -666,7 +370,7 @@ fn root_a_second_daemon_fails_before_touching_the_kernel() {
 
 #[test]
 fn root_a_daemon_without_the_kernel_path_detaches_what_an_earlier_one_left() {
-    let node = node();
+    let node = spartan_node("spm");
     let pins = PinDir::new();
     let mut first = Spartan::start(Some(&node), &kernel_args(&pins, "10.0.0.1"), server());
     wait_zk(&node, pins.path(), &["10.0.0.1"; 5], "first daemon");
@@ -707,7 +411,7 @@ fn root_a_daemon_without_the_kernel_path_detaches_what_an_earlier_one_left() {
 
 #[test]
 fn root_pinned_maps_of_another_layout_are_replaced() {
-    let node = node();
+    let node = spartan_node("spm");
     let pins = PinDir::new();
     std::fs::create_dir_all(pins.path()).unwrap();
     // What an older Spartan with another answer layout would have left.
@@ -741,8 +445,8 @@ fn root_pinned_maps_of_another_layout_are_replaced() {
 
 #[test]
 fn root_down_removes_exactly_what_spartan_added() {
-    // node() puts 198.51.100.1 on lo by hand, as an operator might.
-    let node = node();
+    // spartan_node("spm") puts 198.51.100.1 on lo by hand, as an operator might.
+    let node = spartan_node("spm");
     let pins = PinDir::new();
     let down = || {
         let out = node

@@ -10,7 +10,10 @@ use anyhow::Result;
 
 use crate::{fastpath::KernelMaps, zone::LocalZones};
 
-pub struct LocalData {
+/// The answers to Spartan's own names: the local zones the daemon answers
+/// from, and the kernel's answers map, which this type alone writes from
+/// them.
+pub struct LocalAnswers {
     ns_addr: Ipv4Addr,
     /// The `zk` SOA serial now: one more with each new master list.
     zk_serial: Mutex<u32>,
@@ -18,7 +21,7 @@ pub struct LocalData {
     kernel: Mutex<Option<KernelMaps>>,
 }
 
-impl LocalData {
+impl LocalAnswers {
     pub fn new(ns_addr: Ipv4Addr, masters: &[Ipv4Addr]) -> Self {
         Self {
             ns_addr,
