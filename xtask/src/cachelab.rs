@@ -16,7 +16,9 @@ use std::{path::Path, process::Command};
 
 use anyhow::Result;
 
-use crate::lab::{Lab, Load, NODE, RunResult, SPARTAN_PINS, System, UP, dnsperf, ns, terminate};
+use crate::lab::{
+    Lab, Load, NODE, RunResult, SPARTAN_PINS, System, UP, dnsperf, load::LAB, ns, terminate,
+};
 
 pub const MESOS_NAMES: usize = 1000;
 pub const OTHER_NAMES: usize = 1000;
@@ -182,7 +184,7 @@ fn with_system<T>(bin: &Path, lab: &Lab, system: System, f: impl FnOnce(u32) -> 
     let out = f(child.id());
     terminate(&mut child);
     if system.is_spartan() {
-        crate::lab::spartan_down(bin);
+        crate::lab::spartan_down(bin, crate::lab::SPARTAN_PINS);
     }
     Ok(out)
 }
@@ -252,7 +254,7 @@ pub fn run(bin: &Path, lab: &Lab, quick: bool) -> Result<Results> {
         let (r, up0, up1, hits0, hits1) = with_system(bin, lab, system, |pid| {
             let up0 = upstream_queries();
             let hits0 = system.is_spartan().then(|| spartan_hits(bin));
-            let r = dnsperf(&lab.dir, &label, &refs, seconds, Load::Rate(RATE), pid);
+            let r = dnsperf(LAB, &lab.dir, &label, &refs, seconds, Load::Rate(RATE), pid);
             let hits1 = system.is_spartan().then(|| spartan_hits(bin));
             (r, up0, upstream_queries(), hits0, hits1)
         })?;
@@ -304,6 +306,7 @@ pub fn run(bin: &Path, lab: &Lab, quick: bool) -> Result<Results> {
             let up0 = upstream_queries();
             let warm_label = format!("outage-warm-{}", system.slug());
             let warm_run = dnsperf(
+                LAB,
                 &lab.dir,
                 &warm_label,
                 &mesos_refs,
@@ -314,6 +317,7 @@ pub fn run(bin: &Path, lab: &Lab, quick: bool) -> Result<Results> {
             let up1 = upstream_queries();
             let r = Lab::blackhole_all().and_then(|()| {
                 dnsperf(
+                    LAB,
                     &lab.dir,
                     &label,
                     &down_refs,

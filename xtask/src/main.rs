@@ -2,7 +2,6 @@
 
 mod bench;
 mod cachelab;
-mod chart;
 mod lab;
 mod restart;
 mod setup;

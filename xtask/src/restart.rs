@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use crate::lab::{FORWARDED, Load, NODE, RunResult, System, dnsperf, terminate};
+use crate::lab::{FORWARDED, Load, NODE, RunResult, System, dnsperf, load::LAB, terminate};
 
 /// One system's figures.
 pub struct Row {
@@ -112,13 +112,18 @@ pub fn run(bin: &Path, dir: &Path, seconds: u32) -> Result<Vec<Row>> {
             }
         };
         let mut child = start()?;
-        let label = format!(
-            "restart-{}",
-            system.name().replace([' ', '(', ')', '+'], "-")
-        );
+        let label = format!("restart-{}", system.slug());
         let dir_owned = dir.to_path_buf();
         let load = std::thread::spawn(move || {
-            dnsperf(&dir_owned, &label, FORWARDED, seconds, Load::Rate(2000), 0)
+            dnsperf(
+                LAB,
+                &dir_owned,
+                &label,
+                FORWARDED,
+                seconds,
+                Load::Rate(2000),
+                0,
+            )
         });
         std::thread::sleep(Duration::from_secs(2));
         terminate(&mut child);
@@ -128,7 +133,7 @@ pub fn run(bin: &Path, dir: &Path, seconds: u32) -> Result<Vec<Row>> {
             .map_err(|_| anyhow::anyhow!("dnsperf thread panicked"))??;
         terminate(&mut child);
         if system.is_spartan() {
-            crate::lab::spartan_down(bin);
+            crate::lab::spartan_down(bin, crate::lab::SPARTAN_PINS);
         }
         drop(held);
         println!(
@@ -147,14 +152,22 @@ pub fn run(bin: &Path, dir: &Path, seconds: u32) -> Result<Vec<Row>> {
 
 /// The rows as a Markdown table.
 pub fn markdown(rows: &[Row]) -> String {
-    let mut md = String::from(
-        "| system | queries sent | lost | longest answer ms | p99 ms |\n|---|---|---|---|---|\n",
-    );
-    for r in rows {
-        md.push_str(&format!(
-            "| {} | {} | {} | {:.1} | {:.3} |\n",
-            r.system, r.result.sent, r.result.lost, r.result.max_ms, r.result.p99_ms
-        ));
-    }
-    md
+    crate::lab::report::table(
+        &[
+            "system",
+            "queries sent",
+            "lost",
+            "longest answer ms",
+            "p99 ms",
+        ],
+        rows.iter().map(|r| {
+            vec![
+                r.system.to_string(),
+                r.result.sent.to_string(),
+                r.result.lost.to_string(),
+                format!("{:.1}", r.result.max_ms),
+                format!("{:.3}", r.result.p99_ms),
+            ]
+        }),
+    )
 }

@@ -75,12 +75,7 @@ pub fn setup(bench: bool) -> Result<()> {
 
 pub fn is_root() -> bool {
     // SAFETY: no failure mode.
-    unsafe { libc_geteuid() == 0 }
-}
-
-unsafe extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
+    unsafe { libc::geteuid() == 0 }
 }
 
 /// LLVM major version of Debian's rustc, from `rustc -vV`.

@@ -7,13 +7,17 @@
 
 use std::{
     path::Path,
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    process::{Child, Stdio},
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
-use crate::lab::{cpu_seconds, ip, ns, prog_stats_in, terminate};
+use crate::lab::{
+    Load,
+    load::{Target, dnsperf},
+    netns::{Namespaces, ip, route_to_spartan, wait_for},
+    ns, spartan_down, terminate,
+};
 
 const NODE: &str = "sbt-node";
 const ROUTED: &str = "sbt-routed";
@@ -30,33 +34,23 @@ pub struct Row {
     pub daemon_us_per_query: f64,
 }
 
-/// The namespaces; removed (with the daemon's pins) on drop.
+/// The namespaces and, first, the daemon's pins: removed on drop.
 struct Topology {
     bin: std::path::PathBuf,
+    _namespaces: Namespaces,
 }
 
 impl Drop for Topology {
     fn drop(&mut self) {
-        let _ = Command::new(&self.bin)
-            .args(["down", "--pin-dir", PINS, "--no-interface"])
-            .output();
-        for n in [NODE, ROUTED, BRIDGED] {
-            let _ = Command::new("ip").args(["netns", "del", n]).output();
-        }
+        spartan_down(&self.bin, PINS);
     }
 }
 
 fn build(bin: &Path) -> Result<Topology> {
-    for n in [NODE, ROUTED, BRIDGED] {
-        let _ = Command::new("ip").args(["netns", "del", n]).output();
-    }
     let topo = Topology {
         bin: bin.to_path_buf(),
+        _namespaces: Namespaces::create(&[NODE, ROUTED, BRIDGED])?,
     };
-    for n in [NODE, ROUTED, BRIDGED] {
-        ip(&["netns", "add", n])?;
-        ip(&["-n", n, "link", "set", "lo", "up"])?;
-    }
     ip(&[
         "-n",
         NODE,
@@ -99,29 +93,13 @@ fn build(bin: &Path) -> Result<Topology> {
     ] {
         ip(&["-n", n, "link", "set", dev, "up"])?;
     }
-    ip(&[
-        "-n",
-        ROUTED,
-        "route",
-        "add",
-        "198.51.100.0/24",
-        "via",
-        "192.0.2.2",
-    ])?;
-    ip(&[
-        "-n",
-        BRIDGED,
-        "route",
-        "add",
-        "198.51.100.0/24",
-        "via",
-        "192.0.3.2",
-    ])?;
+    route_to_spartan(ROUTED, "192.0.2.2")?;
+    route_to_spartan(BRIDGED, "192.0.3.2")?;
     Ok(topo)
 }
 
 fn start_daemon(bin: &Path) -> Result<Child> {
-    let child = ns(NODE, bin.to_str().unwrap())
+    let child = ns(NODE, bin.to_str().context("a UTF-8 path")?)
         .args([
             "run",
             "--listen",
@@ -137,77 +115,44 @@ fn start_daemon(bin: &Path) -> Result<Child> {
         .stderr(Stdio::null())
         .spawn()
         .context("starting spartan")?;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        let out = ns(BRIDGED, "dig")
-            .args([
-                &format!("@{SERVER}"),
-                "+short",
-                "+time=1",
-                "+tries=1",
-                "ready.spartan",
-            ])
-            .output()?;
-        if String::from_utf8_lossy(&out.stdout).trim() == "127.0.0.1" {
-            return Ok(child);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    bail!("spartan did not answer in the topology bench")
-}
-
-/// dnsperf from `client`: (queries completed, queries per second).
-fn dnsperf(client: &str, qfile: &Path, seconds: u32, rate: Option<u32>) -> Result<(u64, f64)> {
-    let mut cmd = ns(client, "dnsperf");
-    cmd.args(["-s", SERVER, "-l", &seconds.to_string(), "-d"])
-        .arg(qfile);
-    match rate {
-        Some(qps) => cmd.args(["-q", "20000", "-Q", &qps.to_string()]),
-        None => cmd.args(["-q", "100"]),
-    };
-    let out = cmd
-        .stderr(Stdio::null())
-        .output()
-        .context("running dnsperf")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let field = |key: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix(key))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    };
-    Ok((
-        field("Queries completed:") as u64,
-        field("Queries per second:"),
-    ))
+    wait_for(BRIDGED, SERVER, "ready.spartan", "127.0.0.1")
+        .context("spartan did not answer in the topology bench")?;
+    Ok(child)
 }
 
 /// Runs the three topologies, `seconds` per measurement.
 pub fn run(bin: &Path, dir: &Path, seconds: u32) -> Result<Vec<Row>> {
     let _topo = build(bin)?;
     let mut daemon = start_daemon(bin)?;
-    let qfile = dir.join("topology.queries");
-    std::fs::write(&qfile, "ready.spartan A\n")?;
     let mut rows = Vec::new();
     for (topology, client) in [
         ("host process over lo", NODE),
         ("container, routed veth", ROUTED),
         ("container, bridge", BRIDGED),
     ] {
-        let (_, max_qps) = dnsperf(client, &qfile, seconds, None)?;
-        let cpu0 = cpu_seconds(daemon.id());
-        let bpf0 = prog_stats_in(NODE).unwrap_or((0, 0));
-        let (answered, _) = dnsperf(client, &qfile, seconds, Some(2000))?;
-        let cpu1 = cpu_seconds(daemon.id());
-        let bpf1 = prog_stats_in(NODE).unwrap_or((0, 0));
-        let runs = bpf1.0.saturating_sub(bpf0.0);
+        let target = Target {
+            client,
+            server: SERVER,
+            xdp_netns: NODE,
+        };
+        let queries = ["ready.spartan A"];
+        let label = format!("topology-{client}");
+        let max = dnsperf(target, dir, &label, &queries, seconds, Load::Max, 0)?;
+        let fixed = dnsperf(
+            target,
+            dir,
+            &label,
+            &queries,
+            seconds,
+            Load::Rate(2000),
+            daemon.id(),
+        )?;
         rows.push(Row {
             topology,
-            max_qps,
-            answered,
-            ns_per_run: bpf1.1.saturating_sub(bpf0.1) as f64 / runs.max(1) as f64,
-            daemon_us_per_query: (cpu1 - cpu0) * 1e6 / answered.max(1) as f64,
+            max_qps: max.qps,
+            answered: fixed.completed,
+            ns_per_run: fixed.xdp_ns_per_run.unwrap_or(0.0),
+            daemon_us_per_query: fixed.server_cpu_us_per_query,
         });
     }
     terminate(&mut daemon);
@@ -216,14 +161,22 @@ pub fn run(bin: &Path, dir: &Path, seconds: u32) -> Result<Vec<Row>> {
 
 /// The rows as a Markdown table.
 pub fn markdown(rows: &[Row]) -> String {
-    let mut md = String::from(
-        "| topology | answers/s (max) | answered at 2000 qps | XDP ns/run (bpf stats) | daemon µs/query |\n|---|---|---|---|---|\n",
-    );
-    for r in rows {
-        md.push_str(&format!(
-            "| {} | {:.0} | {} | {:.0} | {:.1} |\n",
-            r.topology, r.max_qps, r.answered, r.ns_per_run, r.daemon_us_per_query
-        ));
-    }
-    md
+    crate::lab::report::table(
+        &[
+            "topology",
+            "answers/s (max)",
+            "answered at 2000 qps",
+            "XDP ns/run (bpf stats)",
+            "daemon µs/query",
+        ],
+        rows.iter().map(|r| {
+            vec![
+                r.topology.to_string(),
+                format!("{:.0}", r.max_qps),
+                r.answered.to_string(),
+                format!("{:.0}", r.ns_per_run),
+                format!("{:.1}", r.daemon_us_per_query),
+            ]
+        }),
+    )
 }
