@@ -276,7 +276,7 @@ fn the_systemd_units_verify() {
         let out = dir.join(path.file_name().unwrap());
         std::fs::write(
             &out,
-            text.replace("/usr/local/bin/spartan", spartan_bin().to_str().unwrap()),
+            text.replace("/usr/bin/spartan", spartan_bin().to_str().unwrap()),
         )
         .unwrap();
         units.push(out);

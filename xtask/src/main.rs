@@ -2,6 +2,7 @@
 
 mod bench;
 mod cachelab;
+mod deb;
 mod lab;
 mod restart;
 mod setup;
@@ -50,6 +51,13 @@ enum Cmd {
     },
     /// Build, then run the benchmarks (see the README).
     Bench(bench::BenchOpts),
+    /// Build the release binary, then a Debian package of it with the
+    /// units, the configuration and the dashboard.
+    Deb {
+        /// Where the package goes.
+        #[arg(long, default_value = "target/debian")]
+        out_dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -88,6 +96,14 @@ fn run_cli(cli: Cli) -> Result<()> {
         Cmd::Test { no_lint, filter } => {
             setup::setup(false)?;
             test(no_lint, filter)
+        }
+        Cmd::Deb { out_dir } => {
+            setup::setup(false)?;
+            let bin = build(false)?;
+            std::fs::create_dir_all(&out_dir)?;
+            let deb = deb::build(&bin, &out_dir)?;
+            println!("{}", deb.display());
+            Ok(())
         }
         Cmd::Bench(opts) => {
             setup::setup(true)?;
@@ -154,8 +170,11 @@ fn test(no_lint: bool, filter: Option<String>) -> Result<()> {
             "xtask: not root: tests named root_* (BPF, network namespaces) are SKIPPED; run as root to include them"
         );
     }
+    let debs = workspace_root().join("target").join("debian");
+    std::fs::create_dir_all(&debs)?;
+    let deb = deb::build(&bin, &debs)?;
     let mut cmd = cargo();
-    cmd.env("SPARTAN_BIN", &bin);
+    cmd.env("SPARTAN_BIN", &bin).env("SPARTAN_DEB", &deb);
     if nextest_available() {
         cmd.args([
             "nextest",
