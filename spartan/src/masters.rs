@@ -37,11 +37,11 @@ pub enum MasterSource {
 /// How often to ask.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Intervals {
-    /// After a success (REFERENCE: 120 s).
+    /// After a success (default 120 s, as the original Spartan).
     pub poll: Duration,
-    /// After a failure (REFERENCE: 5 s).
+    /// After a failure (default 5 s, as the original Spartan).
     pub retry: Duration,
-    /// HTTP timeout (REFERENCE: 30 s).
+    /// HTTP timeout (default 30 s, as the original Spartan).
     pub http_timeout: Duration,
     /// How often a master-list file is checked for changes.
     pub file_check: Duration,

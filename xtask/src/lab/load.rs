@@ -41,7 +41,8 @@ pub enum Load {
     Max,
     /// A fixed rate, with up to 20,000 outstanding so that a stalled
     /// upstream shows up as latency and loss instead of stopping the sender
-    /// (BENCHMARKING.md, trap 5).
+    /// (with few outstanding, dnsperf waits on the stalled queries and the
+    /// stall hides as a lower rate).
     Rate(u32),
 }
 
