@@ -79,7 +79,7 @@ struct Flight {
 /// Keys being fetched now, with the clients waiting for each.
 #[derive(Default)]
 pub struct Flights {
-    waiting: RefCell<HashMap<FlightKey, Flight>>,
+    waiting: RefCell<HashMap<FlightKey, Flight, foldhash::quality::RandomState>>,
     next_id: std::cell::Cell<u64>,
 }
 
@@ -183,7 +183,10 @@ impl Responder for FlightLanding {
                 // Not stored (TTL 0, TC, SERVFAIL without a stale answer):
                 // the leader gets the reply as it is, the others the same
                 // records under their own ID and question.
-                let shared = CachedAnswer::from_reply(&reply, Ttls::Fixed).ok();
+                let shared = match flight.waiters.is_empty() {
+                    true => None,
+                    false => CachedAnswer::from_reply(&reply, Ttls::Fixed).ok(),
+                };
                 for w in flight.waiters {
                     match &shared {
                         Some(answer) => w.send_answer(answer, 0, origin),

@@ -5,7 +5,7 @@
 use hickory_proto::{
     op::Message,
     rr::Name,
-    serialize::binary::{BinDecodable, BinDecoder, BinEncodable},
+    serialize::binary::{BinDecodable, BinDecoder},
 };
 use spartan_common::{AnswerKey, KEY_CD, KEY_DO, MAX_NAME_LEN};
 
@@ -70,12 +70,17 @@ impl Asked {
         let q = query.queries().first()?;
         let mut d = BinDecoder::new(wire);
         d.read_slice(12).ok()?;
-        let name = Name::read(&mut d).ok()?;
+        Name::read(&mut d).ok()?;
         let name_end = d.index();
-        // An uncompressed name takes as many bytes as its encoding; a
-        // pointer in a question is not worth caching.
-        let encoded = name.to_bytes().ok()?;
-        if encoded.len() != name_end - 12 {
+        // A name written out in full takes exactly its encoded length (a
+        // pointer in a question is not worth caching): labels, one length
+        // byte each, and the root.
+        let encoded = if q.name().is_root() {
+            1
+        } else {
+            q.name().len() + 1
+        };
+        if encoded != name_end - 12 {
             return None;
         }
         let question = wire.get(12..name_end + 4)?;

@@ -57,7 +57,7 @@ struct Mirror {
 }
 
 struct Store {
-    lru: LruCache<CacheKey, Entry>,
+    lru: LruCache<CacheKey, Entry, foldhash::quality::RandomState>,
     bytes: usize,
     mirror: Option<Mirror>,
 }
@@ -96,7 +96,7 @@ impl AnswerCache {
             config: config.clone(),
             stats,
             store: Mutex::new(Store {
-                lru: LruCache::unbounded(),
+                lru: LruCache::unbounded_with_hasher(Default::default()),
                 bytes: 0,
                 mirror: None,
             }),

@@ -22,7 +22,7 @@ pub struct Limits {
 pub struct Admission {
     limits: Limits,
     total: usize,
-    by_client: HashMap<IpAddr, usize>,
+    by_client: HashMap<IpAddr, usize, foldhash::quality::RandomState>,
 }
 
 impl Admission {
@@ -30,7 +30,7 @@ impl Admission {
         Self {
             limits,
             total: 0,
-            by_client: HashMap::new(),
+            by_client: HashMap::default(),
         }
     }
 

@@ -108,7 +108,7 @@ enum End<'a> {
 #[derive(Default)]
 struct Table {
     queries: Slab<Pending>,
-    exchanges: HashMap<ExchangeKey, Exchange>,
+    exchanges: HashMap<ExchangeKey, Exchange, foldhash::quality::RandomState>,
     /// Deadlines in the order exchanges were sent: with one upstream
     /// timeout for all, that is deadline order. (After a reload shortens
     /// the timeout, newer exchanges wait behind older ones, at most one old
