@@ -33,6 +33,8 @@ const TOOL_PACKAGES: &[&str] = &[
     "nsd",
     "procps",
     "systemd",
+    // `strip` for `cargo xtask deb` (which the tests run).
+    "binutils",
 ];
 
 /// The benchmark's client and the peers Spartan is measured against.

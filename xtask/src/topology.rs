@@ -124,6 +124,14 @@ fn start_daemon(bin: &Path) -> Result<Child> {
 pub fn run(bin: &Path, dir: &Path, seconds: u32) -> Result<Vec<Row>> {
     let _topo = build(bin)?;
     let mut daemon = start_daemon(bin)?;
+    // The daemon stops however the measurements end.
+    let rows = measure(dir, seconds, daemon.id());
+    terminate(&mut daemon);
+    rows
+}
+
+/// The three topologies against the daemon `pid`.
+fn measure(dir: &Path, seconds: u32, pid: u32) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for (topology, client) in [
         ("host process over lo", NODE),
@@ -145,7 +153,7 @@ pub fn run(bin: &Path, dir: &Path, seconds: u32) -> Result<Vec<Row>> {
             &queries,
             seconds,
             Load::Rate(2000),
-            daemon.id(),
+            pid,
         )?;
         rows.push(Row {
             topology,
@@ -155,7 +163,6 @@ pub fn run(bin: &Path, dir: &Path, seconds: u32) -> Result<Vec<Row>> {
             daemon_us_per_query: fixed.server_cpu_us_per_query,
         });
     }
-    terminate(&mut daemon);
     Ok(rows)
 }
 
