@@ -28,7 +28,8 @@ pub mod map_names {
     /// `AnswerKey` -> `AnswerValue`: every answer the kernel gives (local
     /// names and the mirror of the answer cache), an LRU hash.
     pub const ANSWERS: &str = "SPARTAN_ANSWERS";
-    /// IPv4 address (its four wire bytes, `[u8; 4]`) -> 1.
+    /// An array of IPv4 addresses (each its four wire bytes, `[u8; 4]`),
+    /// filled from index 0 and ended by the first 0.0.0.0.
     pub const LISTEN_ADDRS: &str = "SPARTAN_LISTEN_ADDRS";
     /// Interface index (`u32`) -> `Interface`: the interfaces the program is
     /// attached to, with their hardware address.
@@ -37,6 +38,34 @@ pub mod map_names {
     pub const HEARTBEAT: &str = "SPARTAN_HEARTBEAT";
     /// Per-CPU `u64` counters indexed by `Counter`.
     pub const COUNTERS: &str = "SPARTAN_COUNTERS";
+    /// `PRESENCE_WORDS` `u64`s: the answers map's presence filter (see
+    /// [`presence_bit`](super::presence_bit)).
+    pub const PRESENCE: &str = "SPARTAN_PRESENCE";
+}
+
+/// Words of the presence filter: 2^18 bits, one set for each key of the
+/// answers map (several keys may share one). A query whose bit is clear
+/// is not in the map, which the XDP program learns from one array read
+/// instead of a hash lookup of the whole key.
+pub const PRESENCE_WORDS: u32 = 4096;
+const PRESENCE_BITS_LOG2: u32 = 18;
+const _: () = assert!(1 << PRESENCE_BITS_LOG2 == PRESENCE_WORDS as usize * 64);
+
+/// Multiplier of the presence hash (2^64 divided by the golden ratio).
+const PRESENCE_K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// Folds one eight-byte word of a key's name (read little-endian, bytes
+/// past the name zero) into the presence hash; the name's words are mixed
+/// in order, from a hash of zero, up to the word that holds its last byte.
+#[inline(always)]
+pub fn presence_mix(hash: u64, word: u64) -> u64 {
+    (hash ^ word).wrapping_mul(PRESENCE_K).rotate_left(31)
+}
+
+/// The presence filter's bit for a name hash and a query type.
+#[inline(always)]
+pub fn presence_bit(hash: u64, qtype: u16) -> u32 {
+    ((hash ^ qtype as u64).wrapping_mul(PRESENCE_K) >> (64 - PRESENCE_BITS_LOG2)) as u32
 }
 
 /// Entries of the answers map. The daemon mirrors at most
@@ -82,6 +111,31 @@ pub struct AnswerKey {
 }
 
 impl AnswerKey {
+    /// Length of the key's wire name, terminating zero included (0 for a
+    /// name that does not end within the key).
+    pub fn name_len(&self) -> usize {
+        let mut at = 0;
+        while at < MAX_NAME_LEN {
+            if self.name[at] == 0 {
+                return at + 1;
+            }
+            at += self.name[at] as usize + 1;
+        }
+        0
+    }
+
+    /// The key's bit in the presence filter (as the XDP program computes it).
+    pub fn presence_bit(&self) -> u32 {
+        let words = self.name_len().div_ceil(8);
+        let mut hash = 0;
+        for chunk in self.name.chunks_exact(8).take(words) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            hash = presence_mix(hash, u64::from_le_bytes(word));
+        }
+        presence_bit(hash, self.qtype)
+    }
+
     pub const fn zeroed() -> Self {
         Self {
             name: [0; MAX_NAME_LEN],

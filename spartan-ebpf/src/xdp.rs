@@ -27,7 +27,8 @@ use aya_ebpf::{
 use spartan_common::{
     ANSWER_NEEDS_HEARTBEAT, ANSWERS_MAX_ENTRIES, AnswerKey, AnswerValue, Counter, EDNS_UDP_SIZE,
     HEARTBEAT_MAX_AGE_NS, INTERFACES_MAX_ENTRIES, Interface, KEY_CD, KEY_DO,
-    LISTEN_ADDRS_MAX_ENTRIES, MAX_NAME_LEN, MAX_TTLS, SECTIONS_MAX,
+    LISTEN_ADDRS_MAX_ENTRIES, MAX_NAME_LEN, MAX_TTLS, PRESENCE_WORDS, SECTIONS_MAX, presence_bit,
+    presence_mix,
 };
 
 use crate::checksum;
@@ -38,10 +39,17 @@ use crate::checksum;
 static SPARTAN_ANSWERS: LruHashMap<AnswerKey, AnswerValue, { ANSWERS_MAX_ENTRIES as usize }> =
     LruHashMap::new();
 
-/// Spartan's listen addresses (wire bytes) -> 1.
+/// Spartan's listen addresses (wire bytes), from index 0, ended by
+/// 0.0.0.0: a handful of array reads, which the verifier inlines, cost less
+/// than one hash lookup.
 #[btf_map]
-static SPARTAN_LISTEN_ADDRS: HashMap<[u8; 4], u8, { LISTEN_ADDRS_MAX_ENTRIES as usize }> =
-    HashMap::new();
+static SPARTAN_LISTEN_ADDRS: Array<[u8; 4], { LISTEN_ADDRS_MAX_ENTRIES as usize }> = Array::new();
+
+/// The answers map's presence filter: a clear bit means no entry for the
+/// name and type (see `spartan_common::presence_bit`), so a query that is
+/// not there costs one array read, not a hash of its 104-byte key.
+#[btf_map]
+static SPARTAN_PRESENCE: Array<u64, { PRESENCE_WORDS as usize }> = Array::new();
 
 /// Interfaces the program is attached to: index -> hardware address.
 #[btf_map]
@@ -215,12 +223,26 @@ fn classify(ctx: &XdpContext) -> Result<(), Counter> {
         b(IP_OFF + 18),
         b(IP_OFF + 19),
     ];
-    // SAFETY: the value is a plain byte, read only.
-    if unsafe { SPARTAN_LISTEN_ADDRS.get(&dst) }.is_none() {
+    if !is_listen_addr(dst) {
         return Err(Counter::PassNotOurAddress);
     }
     count(Counter::QueriesForUs);
     Ok(())
+}
+
+#[inline(always)]
+fn is_listen_addr(dst: [u8; 4]) -> bool {
+    let mut i = 0;
+    while i < LISTEN_ADDRS_MAX_ENTRIES {
+        match SPARTAN_LISTEN_ADDRS.get(i) {
+            Some(addr) if *addr == dst => return true,
+            // 0.0.0.0 ends the list.
+            Some(addr) if *addr != [0; 4] => {}
+            _ => return false,
+        }
+        i += 1;
+    }
+    false
 }
 
 /// Checked only for a query we could answer (a miss goes to the stack
@@ -330,7 +352,7 @@ fn try_answer(ctx: &XdpContext) -> Result<bool, Counter> {
         return Err(Counter::PassMalformed);
     }
     let key = &mut s.key;
-    let name_sum = lower_into(&mut key.name, data, opaque_end(ctx), name_len);
+    let (name_sum, name_hash) = lower_into(&mut key.name, data, opaque_end(ctx), name_len);
     let checked_end = opaque_end(ctx);
     let Some(qfix) = bytes_at::<4>(data, checked_end, q_fixed) else {
         return Err(Counter::PassMalformed);
@@ -373,6 +395,15 @@ fn try_answer(ctx: &XdpContext) -> Result<bool, Counter> {
         return Err(Counter::PassMalformed);
     }
     key.flags = if do_bit { KEY_DO } else { 0 } | if cd != 0 { KEY_CD } else { 0 };
+
+    // Most queries for us are not in the map: the presence filter says so
+    // without hashing the whole key.
+    let bit = presence_bit(name_hash, key.qtype);
+    match SPARTAN_PRESENCE.get(bit / 64) {
+        Some(word) if *word & (1 << (bit % 64)) != 0 => {}
+        _ => return Err(Counter::PassNotInMap),
+    }
+    pad_key(&mut key.name, name_len);
 
     // SAFETY: read through a pointer into the map value; userspace replaces
     // entries whole (an update swaps in a new element), so the fields read
@@ -575,17 +606,28 @@ fn walk_name(
 /// followed by the four bytes of type and class) to the key lower-cased,
 /// eight bytes at a time, zero padded; returns the ones'-complement sum of
 /// the name as the client sent it (big-endian words, folded), for the
-/// answer's checksum. Length bytes (1..=63) are below 'A' and stay as they
-/// are.
+/// answer's checksum, and the name's presence hash. Length bytes (1..=63)
+/// are below 'A' and stay as they are.
 #[inline(always)]
-fn lower_into(key: &mut [u8; MAX_NAME_LEN], data: usize, end: usize, name_len: usize) -> u16 {
+fn lower_into(
+    key: &mut [u8; MAX_NAME_LEN],
+    data: usize,
+    end: usize,
+    name_len: usize,
+) -> (u16, u64) {
     let out = key.as_mut_ptr() as *mut u64;
     let mut sum: u64 = 0;
+    let mut hash: u64 = 0;
     let mut w = 0;
     while w < NAME_WORDS {
         let start = w * 8;
+        if start >= name_len {
+            // The words past the name are zeroed by `pad_key`, only for a
+            // query the presence filter lets through.
+            break;
+        }
         let mut x: u64 = 0;
-        if start < name_len {
+        {
             let p = data + QNAME_OFF + start;
             if p + 8 <= end {
                 // SAFETY: eight bytes inside the frame (checked above).
@@ -622,14 +664,29 @@ fn lower_into(key: &mut [u8; MAX_NAME_LEN], data: usize, end: usize, name_len: u
         let above_z = heptets.wrapping_add(0x2525_2525_2525_2525); // > 'Z' sets bit 7
         let from_a = heptets.wrapping_add(0x3f3f_3f3f_3f3f_3f3f); // >= 'A' sets bit 7
         let upper = from_a & !above_z & !x & 0x8080_8080_8080_8080;
+        let lowered = x | (upper >> 2);
+        hash = presence_mix(hash, lowered);
         // SAFETY: the key is the first field of the 8-aligned scratch value,
         // its name the key's first field; `w` < MAX_NAME_LEN / 8.
-        unsafe { out.add(w).write(x | (upper >> 2)) };
+        unsafe { out.add(w).write(lowered) };
         w += 1;
     }
     let sum = (sum & 0xffff_ffff) + (sum >> 32);
     let sum = (sum & 0xffff_ffff) + (sum >> 32);
-    checksum::fold(sum as u32).swap_bytes()
+    (checksum::fold(sum as u32).swap_bytes(), hash)
+}
+
+/// Zeroes the key's name words past the name (`lower_into` wrote those
+/// before): the map's keys are zero padded.
+#[inline(always)]
+fn pad_key(key: &mut [u8; MAX_NAME_LEN], name_len: usize) {
+    let out = key.as_mut_ptr() as *mut u64;
+    let mut w = name_len.div_ceil(8);
+    while w < NAME_WORDS {
+        // SAFETY: as in `lower_into`; `w` < MAX_NAME_LEN / 8.
+        unsafe { out.add(w).write(0) };
+        w += 1;
+    }
 }
 
 /// The OPT record's options must be well-formed TLVs that end exactly at

@@ -296,9 +296,9 @@ pub async fn serve(config: Config, reload: impl Fn() -> Result<Config>) -> Resul
     let cache = Arc::new(crate::cache::AnswerCache::new(&config.cache, stats.clone()));
     let kernel_path = fast_path.is_some();
     let watcher = match fast_path {
-        Some(kernel) => {
+        Some(mut kernel) => {
             if config.cache.enabled {
-                cache.attach_kernel(KernelMaps::open_answer_map(&config.xdp.pin_dir)?);
+                cache.attach_kernel(kernel.maps.answer_table()?);
             }
             local.attach_kernel(kernel.maps)?;
             let program = Arc::new(std::sync::Mutex::new(kernel.program));

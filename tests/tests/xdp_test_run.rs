@@ -17,7 +17,7 @@ use spartan::{
     message::Transport,
     zone::LocalZones,
 };
-use spartan_common::{Counter, KERNEL_MIRROR_MAX};
+use spartan_common::{AnswerKey, AnswerValue, Counter, KERNEL_MIRROR_MAX, map_names};
 use tests::{
     frame::{
         CLIENT_IP, SERVER_IP, SERVER_MAC, Wrapper, check_answer_frame, query, query_frame,
@@ -46,7 +46,7 @@ struct Harness {
     /// The daemon's answer cache, writing its entries to this program's map.
     cache: AnswerCache,
     // Dropped last: removes the pins after the program and maps are closed.
-    _pins: PinDir,
+    pins: PinDir,
 }
 
 fn cache_config() -> CacheConfig {
@@ -82,12 +82,12 @@ impl Harness {
             .unwrap();
         maps.beat().unwrap();
         let cache = AnswerCache::new(&cache_config(), Arc::default());
-        cache.attach_kernel(KernelMaps::open_answer_map(pins.path()).unwrap());
+        cache.attach_kernel(maps.answer_table().unwrap());
         Self {
             fast_path,
             maps,
             cache,
-            _pins: pins,
+            pins,
         }
     }
 
@@ -894,4 +894,113 @@ fn root_the_dns_port_follows_the_configuration() {
     assert_eq!(out.action, XDP_TX);
     // The answer comes from port 5300.
     assert_eq!(&out.frame[34..36], &5300u16.to_be_bytes());
+}
+
+/// Two names of type A whose keys share a bit of the presence filter.
+fn names_sharing_a_presence_bit() -> (String, String) {
+    let mut seen = std::collections::HashMap::new();
+    for i in 0..100_000 {
+        let n = format!("n{i}.shared.example.");
+        let q = query(1, &n, RecordType::A);
+        let key = Asked::new(&q.to_vec().unwrap(), &q, Transport::Udp)
+            .unwrap()
+            .key
+            .kernel()
+            .unwrap();
+        if let Some(other) = seen.insert(key.presence_bit(), n.clone()) {
+            return (other, n);
+        }
+    }
+    panic!("no two of 100,000 names share one of 2^18 bits");
+}
+
+#[test]
+fn root_presence_filter_follows_the_entries() {
+    let mut h = Harness::new();
+    let (first, second) = names_sharing_a_presence_bit();
+    let cached = |h: &Harness, n: &str| {
+        let q = query(1, n, RecordType::A);
+        let reply = upstream_reply(
+            &q,
+            ResponseCode::NoError,
+            vec![a_record(n, 30, "10.0.0.7")],
+            vec![],
+        );
+        h.cache
+            .insert(
+                &Asked::new(&q.to_vec().unwrap(), &q, Transport::Udp)
+                    .unwrap()
+                    .key,
+                &reply.to_vec().unwrap(),
+                false,
+                monotonic_ns(),
+            )
+            .expect("cacheable");
+        query_frame(&q)
+    };
+    let first_frame = cached(&h, &first);
+    let second_frame = cached(&h, &second);
+    h.answered(&first_frame);
+    h.answered(&second_frame);
+    // The bit stays while one of its two keys is there.
+    let wire = |n: &str| {
+        use hickory_proto::serialize::binary::BinEncodable;
+        Name::from_ascii(n).unwrap().to_bytes().unwrap()
+    };
+    assert_eq!(h.cache.flush(Some(&wire(&first))), 1);
+    h.passed(&first_frame, Counter::PassNotInMap);
+    h.answered(&second_frame);
+    assert_eq!(h.cache.flush(Some(&wire(&second))), 1);
+    h.passed(&second_frame, Counter::PassNotInMap);
+
+    // An entry written behind the table's back has no bit: the program
+    // does not look it up...
+    let third_frame = cached(&h, "third.example.");
+    let entry = h
+        .maps
+        .answers()
+        .unwrap()
+        .into_iter()
+        .find(|(_, v)| v.expires_ns != 0)
+        .expect("the cached entry");
+    assert_eq!(h.cache.flush(None), 1);
+    h.passed(&third_frame, Counter::PassNotInMap);
+    let raw = aya::maps::MapData::from_pin(h.pins.path().join(map_names::ANSWERS)).unwrap();
+    let mut raw: aya::maps::HashMap<_, AnswerKey, AnswerValue> = aya::maps::Map::from_map_data(raw)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    raw.insert(entry.0, entry.1, 0).unwrap();
+    h.passed(&third_frame, Counter::PassNotInMap);
+    // ...until a table opened on the maps (a restarted daemon's) finds it.
+    let _restarted = KernelMaps::open_pinned(h.pins.path())
+        .unwrap()
+        .answer_table()
+        .unwrap();
+    h.answered(&third_frame);
+}
+
+#[test]
+fn root_the_listen_addresses_can_shrink_and_change() {
+    let mut h = Harness::new();
+    let to = |dst: &str| {
+        Wrapper {
+            dst: ip(dst),
+            ..Wrapper::default()
+        }
+        .frame(&query(1, "ready.spartan.", RecordType::A).to_vec().unwrap())
+    };
+    for dst in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
+        h.answered(&to(dst));
+    }
+    h.maps
+        .write_listen_addrs(&[ip("198.51.100.3"), ip("198.51.100.1")])
+        .unwrap();
+    h.answered(&to("198.51.100.1"));
+    h.passed(&to("198.51.100.2"), Counter::PassNotOurAddress);
+    h.answered(&to("198.51.100.3"));
+    h.maps.write_listen_addrs(&[]).unwrap();
+    h.passed(&to("198.51.100.1"), Counter::PassNotOurAddress);
+    let too_many: Vec<Ipv4Addr> = (0..64).map(|i| Ipv4Addr::new(10, 1, 0, i)).collect();
+    assert!(h.maps.write_listen_addrs(&too_many).is_err());
 }

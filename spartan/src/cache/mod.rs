@@ -17,4 +17,4 @@ pub mod store;
 pub use answer::{CachedAnswer, Ttls};
 pub use flight::{FlightKey, FlightLanding, Flights, STALE_TTL, Waiter};
 pub use key::{Asked, CacheKey};
-pub use store::{AnswerCache, AnswerMap, EntryView, Found};
+pub use store::{AnswerCache, EntryView, Found};

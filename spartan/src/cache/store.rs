@@ -4,26 +4,22 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use aya::maps::{HashMap, MapData};
 use hickory_proto::{
     op::{Message, ResponseCode},
     rr::RecordType,
 };
 use lru::LruCache;
 use serde::Serialize;
-use spartan_common::{AnswerKey, AnswerValue, KERNEL_MIRROR_MAX};
+use spartan_common::{AnswerKey, KERNEL_MIRROR_MAX};
 
 use super::{
     answer::{CachedAnswer, Ttls},
     key::CacheKey,
     policy::{NotCached, TtlPolicy},
 };
-use crate::{config::CacheConfig, stats::Stats};
+use crate::{config::CacheConfig, fastpath::AnswerTable, stats::Stats};
 
 const NS: u64 = 1_000_000_000;
-
-/// The kernel's answers map, as the cache writes it.
-pub type AnswerMap = HashMap<MapData, AnswerKey, AnswerValue>;
 
 struct Entry {
     answer: Arc<CachedAnswer>,
@@ -52,7 +48,7 @@ pub enum Found {
 }
 
 struct Mirror {
-    map: AnswerMap,
+    map: AnswerTable,
     count: usize,
 }
 
@@ -114,15 +110,16 @@ impl AnswerCache {
     /// From now on stored answers are mirrored into `map`. Cache entries a
     /// previous daemon left there are removed first (this store does not
     /// know them); the local names stay.
-    pub fn attach_kernel(&self, mut map: AnswerMap) {
+    pub fn attach_kernel(&self, map: AnswerTable) {
         let leftovers: Vec<AnswerKey> = map
-            .iter()
-            .filter_map(Result::ok)
+            .entries()
+            .unwrap_or_default()
+            .into_iter()
             .filter(|(_, v)| v.expires_ns != 0)
             .map(|(k, _)| k)
             .collect();
         for key in leftovers {
-            let _ = map.remove(&key);
+            map.remove(&key);
         }
         self.store().mirror = Some(Mirror { map, count: 0 });
     }
@@ -319,7 +316,7 @@ impl Store {
         {
             mirror.count -= 1;
             if from_kernel && let Some(k) = key.kernel() {
-                let _ = mirror.map.remove(&k);
+                mirror.map.remove(&k);
             }
         }
         Some(entry)
@@ -342,14 +339,14 @@ impl Store {
         let value = answer.kernel_value(expires_ns);
         let (Some(k), Some(v)) = (kernel_key, value) else {
             if was_in_kernel && let Some(k) = kernel_key {
-                let _ = mirror.map.remove(&k);
+                mirror.map.remove(&k);
             }
             return false;
         };
         if !was_in_kernel && mirror.count >= KERNEL_MIRROR_MAX {
             return false;
         }
-        match mirror.map.insert(k, v, 0) {
+        match mirror.map.insert(&k, &v) {
             Ok(()) => {
                 mirror.count += 1;
                 true
@@ -358,7 +355,7 @@ impl Store {
                 tracing::debug!(error = %e, "kernel cache entry not written");
                 Stats::inc(&stats.cache_mirror_errors);
                 if was_in_kernel {
-                    let _ = mirror.map.remove(&k);
+                    mirror.map.remove(&k);
                 }
                 false
             }

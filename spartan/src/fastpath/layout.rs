@@ -6,15 +6,16 @@
 use std::{mem::size_of, path::Path};
 
 use anyhow::{Context, Result};
-use aya::maps::MapInfo;
+use aya::maps::{MapInfo, MapType};
 use spartan_common::{
     ANSWERS_MAX_ENTRIES, AnswerKey, AnswerValue, Counter, INTERFACES_MAX_ENTRIES, Interface,
-    LISTEN_ADDRS_MAX_ENTRIES, map_names,
+    LISTEN_ADDRS_MAX_ENTRIES, PRESENCE_WORDS, map_names,
 };
 
 /// What one map looks like to the kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Layout {
+    pub map_type: MapType,
     pub key_size: u32,
     pub value_size: u32,
     pub max_entries: u32,
@@ -22,22 +23,30 @@ pub struct Layout {
 
 /// The layout of each map of the embedded program.
 pub fn expected(name: &str) -> Option<Layout> {
-    let layout = |key: usize, value: usize, max_entries: u32| Layout {
+    let layout = |map_type: MapType, key: usize, value: usize, max_entries: u32| Layout {
+        map_type,
         key_size: key as u32,
         value_size: value as u32,
         max_entries,
     };
     Some(match name {
         map_names::ANSWERS => layout(
+            MapType::LruHash,
             size_of::<AnswerKey>(),
             size_of::<AnswerValue>(),
             ANSWERS_MAX_ENTRIES,
         ),
-        map_names::LISTEN_ADDRS => layout(4, 1, LISTEN_ADDRS_MAX_ENTRIES),
-        map_names::INTERFACES => layout(4, size_of::<Interface>(), INTERFACES_MAX_ENTRIES),
+        map_names::INTERFACES => layout(
+            MapType::Hash,
+            4,
+            size_of::<Interface>(),
+            INTERFACES_MAX_ENTRIES,
+        ),
         // Arrays: a u32 index.
-        map_names::HEARTBEAT => layout(4, 8, 1),
-        map_names::COUNTERS => layout(4, 8, Counter::COUNT),
+        map_names::LISTEN_ADDRS => layout(MapType::Array, 4, 4, LISTEN_ADDRS_MAX_ENTRIES),
+        map_names::HEARTBEAT => layout(MapType::Array, 4, 8, 1),
+        map_names::COUNTERS => layout(MapType::PerCpuArray, 4, 8, Counter::COUNT),
+        map_names::PRESENCE => layout(MapType::Array, 4, 8, PRESENCE_WORDS),
         _ => return None,
     })
 }
@@ -47,6 +56,9 @@ pub fn pinned(path: &Path) -> Result<Layout> {
     let info = MapInfo::from_pin(path)
         .with_context(|| format!("reading the map at {}", path.display()))?;
     Ok(Layout {
+        map_type: info
+            .map_type()
+            .with_context(|| format!("the type of the map at {}", path.display()))?,
         key_size: info.key_size(),
         value_size: info.value_size(),
         max_entries: info.max_entries(),
@@ -89,6 +101,7 @@ mod tests {
             map_names::INTERFACES,
             map_names::HEARTBEAT,
             map_names::COUNTERS,
+            map_names::PRESENCE,
         ] {
             assert!(expected(name).is_some(), "{name}");
         }

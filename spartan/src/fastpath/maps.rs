@@ -1,18 +1,28 @@
-//! Handles on the pinned maps, and the one writer of the answers map.
+//! Handles on the pinned maps.
 
-use std::{collections::HashSet, net::Ipv4Addr, path::Path};
+use std::{
+    collections::HashSet,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
-use spartan_common::{AnswerKey, AnswerValue, Counter, Interface, map_names};
+use spartan_common::{
+    AnswerKey, AnswerValue, Counter, Interface, LISTEN_ADDRS_MAX_ENTRIES, map_names,
+};
 
-use crate::cache::AnswerMap;
+use super::answer_table::AnswerTable;
 
 /// The fast path's maps, opened from their pins (works while the program
 /// is loaded by another process, or by none).
 pub struct KernelMaps {
+    pin_dir: PathBuf,
+    /// Read-only use of the answers map goes through this handle; writes go
+    /// through `table`, opened on the first write (see `answer_table`).
     answers: HashMap<MapData, AnswerKey, AnswerValue>,
-    listen_addrs: HashMap<MapData, [u8; 4], u8>,
+    table: Option<AnswerTable>,
+    listen_addrs: Array<MapData, [u8; 4]>,
     interfaces: HashMap<MapData, u32, Interface>,
     heartbeat: Array<MapData, u64>,
     counters: PerCpuArray<MapData, u64>,
@@ -31,7 +41,7 @@ impl CounterSnapshot {
     }
 }
 
-fn open(pin_dir: &Path, name: &str) -> Result<Map> {
+pub(super) fn open(pin_dir: &Path, name: &str) -> Result<Map> {
     let path = pin_dir.join(name);
     let data = MapData::from_pin(&path)
         .with_context(|| format!("opening pinned map {}", path.display()))?;
@@ -41,7 +51,9 @@ fn open(pin_dir: &Path, name: &str) -> Result<Map> {
 impl KernelMaps {
     pub fn open_pinned(pin_dir: &Path) -> Result<Self> {
         Ok(Self {
+            pin_dir: pin_dir.to_path_buf(),
             answers: open(pin_dir, map_names::ANSWERS)?.try_into()?,
+            table: None,
             listen_addrs: open(pin_dir, map_names::LISTEN_ADDRS)?.try_into()?,
             interfaces: open(pin_dir, map_names::INTERFACES)?.try_into()?,
             heartbeat: open(pin_dir, map_names::HEARTBEAT)?.try_into()?,
@@ -49,11 +61,17 @@ impl KernelMaps {
         })
     }
 
-    /// A second handle on the answers map, for the answer cache, which
-    /// writes the cache entries (those with an expiry) while this one
-    /// writes the local names.
-    pub fn open_answer_map(pin_dir: &Path) -> Result<AnswerMap> {
-        Ok(open(pin_dir, map_names::ANSWERS)?.try_into()?)
+    /// The writer of the answers map, shared by the local names (written
+    /// through these maps) and the answer cache (the entries with an
+    /// expiry). Opening it takes the presence filter over: only the daemon,
+    /// or a test or benchmark that stands for it, asks for it.
+    pub fn answer_table(&mut self) -> Result<AnswerTable> {
+        if let Some(table) = &self.table {
+            return Ok(table.clone());
+        }
+        let table = AnswerTable::open(&self.pin_dir)?;
+        self.table = Some(table.clone());
+        Ok(table)
     }
 
     /// Makes the local names of the answers map (the entries without an
@@ -62,22 +80,19 @@ impl KernelMaps {
     /// that a query never meets an empty map or a half-written answer (each
     /// element update is atomic in the kernel).
     pub fn write_local_answers(&mut self, entries: &[(AnswerKey, AnswerValue)]) -> Result<()> {
+        let table = self.answer_table()?;
         for (key, value) in entries {
-            self.answers
-                .insert(key, value, 0)
-                .context("writing an answer to the kernel map")?;
+            table.insert(key, value)?;
         }
         let wanted: HashSet<AnswerKey> = entries.iter().map(|(k, _)| *k).collect();
         let stale: Vec<AnswerKey> = self
-            .answers
-            .iter()
-            .filter_map(Result::ok)
+            .answers()?
+            .into_iter()
             .filter(|(k, v)| v.expires_ns == 0 && !wanted.contains(k))
             .map(|(k, _)| k)
             .collect();
         for key in stale {
-            // Gone already (another writer) is fine.
-            let _ = self.answers.remove(&key);
+            table.remove(&key);
         }
         Ok(())
     }
@@ -90,21 +105,22 @@ impl KernelMaps {
             .collect()
     }
 
-    /// Makes the listen-address set hold exactly `addrs`.
+    /// Makes the listen-address list hold exactly `addrs` (0.0.0.0, which
+    /// ends the list, is not an address to answer on).
     pub fn write_listen_addrs(&mut self, addrs: &[Ipv4Addr]) -> Result<()> {
-        for addr in addrs {
-            self.listen_addrs
-                .insert(addr.octets(), 1, 0)
-                .context("writing a listen address")?;
+        if addrs.len() >= LISTEN_ADDRS_MAX_ENTRIES as usize {
+            bail!(
+                "{} listen addresses: the kernel path takes at most {}",
+                addrs.len(),
+                LISTEN_ADDRS_MAX_ENTRIES - 1
+            );
         }
-        let stale: Vec<[u8; 4]> = self
-            .listen_addrs
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !addrs.contains(&Ipv4Addr::from(*k)))
-            .collect();
-        for key in stale {
-            let _ = self.listen_addrs.remove(&key);
+        let listed = addrs.iter().filter(|a| !a.is_unspecified());
+        let slots = listed.map(|a| a.octets()).chain(std::iter::repeat([0; 4]));
+        for (index, addr) in (0..LISTEN_ADDRS_MAX_ENTRIES).zip(slots) {
+            self.listen_addrs
+                .set(index, addr, 0)
+                .context("writing a listen address")?;
         }
         Ok(())
     }

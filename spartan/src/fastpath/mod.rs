@@ -1,12 +1,14 @@
 //! The kernel fast path: loading the embedded XDP program, attaching it,
 //! pinning its maps, and the map writer.
 
+mod answer_table;
 pub mod device;
 pub mod layout;
 mod lock;
 mod maps;
 pub mod test_run;
 
+pub use answer_table::AnswerTable;
 pub use lock::InstanceLock;
 
 use std::{
@@ -30,12 +32,13 @@ pub const PROGRAM_NAME: &str = "spartan";
 /// The do-nothing program beside it, for the benchmark's floor.
 pub const FLOOR_PROGRAM_NAME: &str = "spartan_floor";
 
-const ALL_MAPS: [&str; 5] = [
+const ALL_MAPS: [&str; 6] = [
     map_names::ANSWERS,
     map_names::LISTEN_ADDRS,
     map_names::INTERFACES,
     map_names::HEARTBEAT,
     map_names::COUNTERS,
+    map_names::PRESENCE,
 ];
 
 /// How an interface got the program.

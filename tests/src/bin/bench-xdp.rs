@@ -13,7 +13,7 @@ use spartan::{
     cache::{AnswerCache, Asked, CacheKey},
     config::FileConfig,
     fastpath::{
-        FastPath, KernelMaps, monotonic_ns,
+        FastPath, monotonic_ns,
         test_run::{Program, TestRunOutput},
     },
     message::Transport,
@@ -33,16 +33,20 @@ impl Drop for Pins {
     }
 }
 
+/// `bench-xdp [--repeat N] [--only PREFIX]`: `--only` times the frames
+/// whose label starts with PREFIX (beside the floor), for profiling one.
 fn main() -> Result<()> {
-    let repeat: u32 = match std::env::args().nth(1).as_deref() {
-        Some("--repeat") => std::env::args()
-            .nth(2)
-            .context("--repeat needs a count")?
-            .parse()
-            .context("--repeat")?,
-        None => 1_000_000,
-        Some(other) => bail!("usage: bench-xdp [--repeat N] (got {other})"),
-    };
+    let mut repeat: u32 = 1_000_000;
+    let mut only = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--repeat" => repeat = value()?.parse().context("--repeat")?,
+            "--only" => only = Some(value()?),
+            other => bail!("usage: bench-xdp [--repeat N] [--only PREFIX] (got {other})"),
+        }
+    }
     let pins = Pins(PathBuf::from(format!(
         "/sys/fs/bpf/spartan-bench-{}",
         std::process::id()
@@ -83,7 +87,8 @@ fn main() -> Result<()> {
         "{:<24} {:>8} {floor_batched:>12.0} {:>16.1} {:>14}",
         "floor (XDP_PASS only)", "PASS", floor.single, "0"
     );
-    for (label, frame) in &frames {
+    let wanted = |label: &str| only.as_deref().is_none_or(|o| label.starts_with(o));
+    for (label, frame) in frames.iter().filter(|(label, _)| wanted(label)) {
         let t = time(Program::Spartan, frame)?;
         let action = match t.first.action {
             2 => "PASS",
@@ -129,7 +134,7 @@ fn loaded(pin_dir: &std::path::Path) -> Result<FastPath> {
         .resolve_without_upstreams("")
         .context("the default configuration")?;
     let cache = AnswerCache::new(&defaults.cache, Default::default());
-    cache.attach_kernel(KernelMaps::open_answer_map(pin_dir)?);
+    cache.attach_kernel(maps.answer_table()?);
     let (key, reply) = cached_answer();
     cache
         .insert(&key, &reply, false, monotonic_ns())

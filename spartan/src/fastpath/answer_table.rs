@@ -1,0 +1,128 @@
+//! The one writer of the kernel's answers: the answers map and the presence
+//! filter in front of it, kept in step.
+//!
+//! A key's bit is set before its entry is written and cleared after the
+//! last entry that uses it is removed, so the XDP program never skips an
+//! entry that is there. Bits are counted here (several keys may share one),
+//! which is why every writer in the process shares one table: clones of it,
+//! not separate opens of the pins.
+
+use std::{
+    collections::HashSet,
+    path::Path,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use anyhow::{Context, Result};
+use aya::maps::{Array, HashMap, MapData};
+use spartan_common::{AnswerKey, AnswerValue, PRESENCE_WORDS};
+
+use super::maps::open;
+
+/// A handle on the answers map and its presence filter; clones share them.
+#[derive(Clone)]
+pub struct AnswerTable(Arc<Mutex<Tables>>);
+
+struct Tables {
+    answers: HashMap<MapData, AnswerKey, AnswerValue>,
+    presence: Array<MapData, u64>,
+    /// The keys written through this table (or found at open).
+    keys: HashSet<AnswerKey, foldhash::quality::RandomState>,
+    /// How many of `keys` use each bit.
+    users: Vec<u16>,
+}
+
+impl AnswerTable {
+    /// Opens the pinned maps and makes the filter match the entries there
+    /// (a previous daemon's, or none): bits of entries it left are set, bits
+    /// of nothing are cleared. There must be one table per set of maps: a
+    /// second would count its bits without the first one's keys.
+    pub fn open(pin_dir: &Path) -> Result<Self> {
+        let answers: HashMap<MapData, AnswerKey, AnswerValue> =
+            open(pin_dir, spartan_common::map_names::ANSWERS)?.try_into()?;
+        let presence: Array<MapData, u64> =
+            open(pin_dir, spartan_common::map_names::PRESENCE)?.try_into()?;
+        let keys: HashSet<AnswerKey, _> = answers
+            .keys()
+            .collect::<Result<_, _>>()
+            .context("reading the answers map")?;
+        let mut users = vec![0u16; PRESENCE_WORDS as usize * 64];
+        for key in &keys {
+            let bit = &mut users[key.presence_bit() as usize];
+            *bit = bit.saturating_add(1);
+        }
+        let mut tables = Tables {
+            answers,
+            presence,
+            keys,
+            users,
+        };
+        for word in 0..PRESENCE_WORDS {
+            tables.write_word(word)?;
+        }
+        Ok(Self(Arc::new(Mutex::new(tables))))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Tables> {
+        self.0.lock().expect("answer table lock")
+    }
+
+    /// Writes (or replaces) one answer; the kernel may serve it at once.
+    pub fn insert(&self, key: &AnswerKey, value: &AnswerValue) -> Result<()> {
+        let mut tables = self.lock();
+        if !tables.keys.contains(key) {
+            let bit = key.presence_bit();
+            let users = &mut tables.users[bit as usize];
+            *users = users.saturating_add(1);
+            if *users == 1 {
+                tables.write_word(bit / 64)?;
+            }
+            tables.keys.insert(*key);
+        }
+        tables
+            .answers
+            .insert(key, value, 0)
+            .context("writing an answer to the kernel map")
+    }
+
+    /// Removes one answer; false if it was not there.
+    pub fn remove(&self, key: &AnswerKey) -> bool {
+        let mut tables = self.lock();
+        // Gone already (the kernel's LRU, or `spartan down`) is fine.
+        let removed = tables.answers.remove(key).is_ok();
+        if tables.keys.remove(key) {
+            let bit = key.presence_bit();
+            let users = &mut tables.users[bit as usize];
+            *users = users.saturating_sub(1);
+            if *users == 0 {
+                // A failed write leaves the bit set: a query for it only
+                // costs the hash lookup the filter saves.
+                let _ = tables.write_word(bit / 64);
+            }
+        }
+        removed
+    }
+
+    /// Every entry of the answers map.
+    pub fn entries(&self) -> Result<Vec<(AnswerKey, AnswerValue)>> {
+        self.lock()
+            .answers
+            .iter()
+            .map(|r| r.context("reading the answers map"))
+            .collect()
+    }
+}
+
+impl Tables {
+    /// Writes filter word `word` from the bits' users.
+    fn write_word(&mut self, word: u32) -> Result<()> {
+        let first = word as usize * 64;
+        let bits = self.users[first..first + 64]
+            .iter()
+            .enumerate()
+            .fold(0u64, |w, (i, users)| w | (u64::from(*users != 0) << i));
+        self.presence
+            .set(word, bits, 0)
+            .context("writing the presence filter")
+    }
+}
