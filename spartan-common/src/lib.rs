@@ -25,8 +25,9 @@ pub const HEARTBEAT_MAX_AGE_NS: u64 = 3_000_000_000;
 
 /// Names of the pinned maps under [`PIN_DIR`].
 pub mod map_names {
-    /// `AnswerKey` -> `AnswerValue`: every answer the kernel gives (local
-    /// names and the mirror of the answer cache), an LRU hash.
+    /// `AnswerKey::hash` (`u64`) -> `AnswerValue` (which holds the whole
+    /// `AnswerKey`): every answer the kernel gives (local names and the
+    /// mirror of the answer cache), an LRU hash.
     pub const ANSWERS: &str = "SPARTAN_ANSWERS";
     /// An array of IPv4 addresses (each its four wire bytes, `[u8; 4]`),
     /// filled from index 0 and ended by the first 0.0.0.0.
@@ -46,7 +47,7 @@ pub mod map_names {
 /// Words of the presence filter: 2^18 bits, one set for each key of the
 /// answers map (several keys may share one). A query whose bit is clear
 /// is not in the map, which the XDP program learns from one array read
-/// instead of a hash lookup of the whole key.
+/// instead of a hash lookup.
 pub const PRESENCE_WORDS: u32 = 4096;
 const PRESENCE_BITS_LOG2: u32 = 18;
 const _: () = assert!(1 << PRESENCE_BITS_LOG2 == PRESENCE_WORDS as usize * 64);
@@ -55,17 +56,30 @@ const _: () = assert!(1 << PRESENCE_BITS_LOG2 == PRESENCE_WORDS as usize * 64);
 const PRESENCE_K: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// Folds one eight-byte word of a key's name (read little-endian, bytes
-/// past the name zero) into the presence hash; the name's words are mixed
-/// in order, from a hash of zero, up to the word that holds its last byte.
+/// past the name zero) into the name hash; the name's words are mixed in
+/// order, from a hash of zero, up to the word that holds its last byte.
 #[inline(always)]
-pub fn presence_mix(hash: u64, word: u64) -> u64 {
+pub fn name_mix(hash: u64, word: u64) -> u64 {
     (hash ^ word).wrapping_mul(PRESENCE_K).rotate_left(31)
 }
 
-/// The presence filter's bit for a name hash and a query type.
+/// The answers map's key for a key's name hash, type, class and flags.
+///
+/// Not a keyed hash: names can be made to collide with a known one. The
+/// daemon writes the first of two colliding keys and keeps the other in
+/// userspace, and the program compares the whole key stored in the value,
+/// so a collision costs a name its kernel answers, never a wrong answer.
 #[inline(always)]
-pub fn presence_bit(hash: u64, qtype: u16) -> u32 {
-    ((hash ^ qtype as u64).wrapping_mul(PRESENCE_K) >> (64 - PRESENCE_BITS_LOG2)) as u32
+pub fn answer_hash(name_hash: u64, qtype: u16, qclass: u16, flags: u16) -> u64 {
+    let tail = qtype as u64 | (qclass as u64) << 16 | (flags as u64) << 32;
+    let hash = (name_hash ^ tail).wrapping_mul(PRESENCE_K);
+    hash ^ (hash >> 32)
+}
+
+/// The presence filter's bit for an answers-map key.
+#[inline(always)]
+pub fn presence_bit(answer_hash: u64) -> u32 {
+    (answer_hash.wrapping_mul(PRESENCE_K) >> (64 - PRESENCE_BITS_LOG2)) as u32
 }
 
 /// Entries of the answers map. The daemon mirrors at most
@@ -92,8 +106,8 @@ pub const KEY_DO: u16 = 1;
 /// Key flag: the query had the CD bit.
 pub const KEY_CD: u16 = 2;
 
-/// Key of the answers map: what the cache keys on, the same in userspace and
-/// in the kernel.
+/// What the cache keys on, the same in userspace and in the kernel; the
+/// answers map is keyed by its hash and holds it whole in the value.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct AnswerKey {
@@ -124,16 +138,21 @@ impl AnswerKey {
         0
     }
 
-    /// The key's bit in the presence filter (as the XDP program computes it).
-    pub fn presence_bit(&self) -> u32 {
+    /// The answers map's key for this key (as the XDP program computes it).
+    pub fn hash(&self) -> u64 {
         let words = self.name_len().div_ceil(8);
         let mut hash = 0;
         for chunk in self.name.chunks_exact(8).take(words) {
             let mut word = [0u8; 8];
             word.copy_from_slice(chunk);
-            hash = presence_mix(hash, u64::from_le_bytes(word));
+            hash = name_mix(hash, u64::from_le_bytes(word));
         }
-        presence_bit(hash, self.qtype)
+        answer_hash(hash, self.qtype, self.qclass, self.flags)
+    }
+
+    /// The key's bit in the presence filter.
+    pub fn presence_bit(&self) -> u32 {
+        presence_bit(self.hash())
     }
 
     pub const fn zeroed() -> Self {
@@ -159,6 +178,9 @@ pub const ANSWER_NEEDS_HEARTBEAT: u16 = 1;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AnswerValue {
+    /// The key this answer is for: the program answers only a query whose
+    /// key equals it (the map's key is only a hash of it).
+    pub key: AnswerKey,
     /// CLOCK_MONOTONIC ns when the answer expires; 0 for a fixed answer
     /// (the local names), whose TTLs are in the sections as they are.
     pub expires_ns: u64,
@@ -180,7 +202,9 @@ pub struct AnswerValue {
     /// The ones'-complement sum (RFC 1071, big-endian words from an even
     /// offset, folded) of `sections` with every TTL field zero.
     pub sections_sum: u16,
-    pub pad: [u16; 2],
+    /// The TTL the answer was stored with: the seconds left the program
+    /// writes never exceed it (it reads a coarse clock, which lags).
+    pub ttl_s: u32,
     /// Offsets of the TTL fields in `sections`; those fields hold zeros.
     pub ttl_at: [u16; MAX_TTLS],
     /// Answer, authority and additional records, zero padded.
@@ -190,6 +214,7 @@ pub struct AnswerValue {
 impl AnswerValue {
     pub const fn zeroed() -> Self {
         Self {
+            key: AnswerKey::zeroed(),
             expires_ns: 0,
             flags: 0,
             header_flags: 0,
@@ -200,7 +225,7 @@ impl AnswerValue {
             ttl_count: 0,
             ttl_parity: [0; 2],
             sections_sum: 0,
-            pad: [0; 2],
+            ttl_s: 0,
             ttl_at: [0; MAX_TTLS],
             sections: [0; SECTIONS_MAX],
         }
@@ -327,10 +352,44 @@ mod tests {
         assert_eq!(core::mem::size_of::<AnswerKey>(), MAX_NAME_LEN + 8);
         assert_eq!(
             core::mem::size_of::<AnswerValue>(),
-            8 + 2 * 12 + 2 * MAX_TTLS + SECTIONS_MAX
+            MAX_NAME_LEN + 8 + 8 + 2 * 12 + 2 * MAX_TTLS + SECTIONS_MAX
         );
         assert_eq!(core::mem::size_of::<AnswerValue>() % 8, 0);
         assert_eq!(core::mem::size_of::<Interface>(), 8);
+    }
+
+    fn key(name: &[u8], qtype: u16, flags: u16) -> AnswerKey {
+        let mut key = AnswerKey::zeroed();
+        key.name[..name.len()].copy_from_slice(name);
+        key.qtype = qtype;
+        key.qclass = 1;
+        key.flags = flags;
+        key
+    }
+
+    #[test]
+    fn a_name_ends_at_its_zero_label_whatever_its_labels_hold() {
+        assert_eq!(key(b"\x03www\x07example\x00", 1, 0).name_len(), 13);
+        // A zero byte inside a label is not the end.
+        assert_eq!(key(b"\x03a\x00b\x00", 1, 0).name_len(), 5);
+        assert_eq!(key(&[63; MAX_NAME_LEN], 1, 0).name_len(), 0);
+    }
+
+    #[test]
+    fn the_hash_covers_the_whole_key() {
+        let base = key(b"\x03www\x07example\x00", 1, 0);
+        let others = [
+            key(b"\x03www\x07exampld\x00", 1, 0),
+            key(b"\x03www\x07example\x00", 28, 0),
+            key(b"\x03www\x07example\x00", 1, KEY_DO),
+            key(b"\x03www\x07example\x00", 1, KEY_CD),
+            AnswerKey { qclass: 3, ..base },
+        ];
+        for other in others {
+            assert_ne!(base.hash(), other.hash(), "{other:?}");
+        }
+        assert_eq!(base.hash(), key(b"\x03www\x07example\x00", 1, 0).hash());
+        assert!(base.presence_bit() < PRESENCE_WORDS * 64);
     }
 
     #[test]

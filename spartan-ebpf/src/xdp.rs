@@ -20,23 +20,24 @@
 use aya_ebpf::{
     bindings::xdp_action,
     btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
-    helpers::generated::{bpf_ktime_get_ns, bpf_xdp_adjust_tail},
+    helpers::generated::{bpf_ktime_get_coarse_ns, bpf_xdp_adjust_tail},
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
 use spartan_common::{
     ANSWER_NEEDS_HEARTBEAT, ANSWERS_MAX_ENTRIES, AnswerKey, AnswerValue, Counter, EDNS_UDP_SIZE,
     HEARTBEAT_MAX_AGE_NS, INTERFACES_MAX_ENTRIES, Interface, KEY_CD, KEY_DO,
-    LISTEN_ADDRS_MAX_ENTRIES, MAX_NAME_LEN, MAX_TTLS, PRESENCE_WORDS, SECTIONS_MAX, presence_bit,
-    presence_mix,
+    LISTEN_ADDRS_MAX_ENTRIES, MAX_NAME_LEN, MAX_TTLS, PRESENCE_WORDS, SECTIONS_MAX, answer_hash,
+    name_mix, presence_bit,
 };
 
 use crate::checksum;
 
 /// Every answer the kernel gives, written by the daemon (its local names
-/// and its answer cache).
+/// and its answer cache), keyed by the hash of its `AnswerKey`: hashing
+/// and comparing eight bytes costs a fraction of the whole key's 104.
 #[btf_map]
-static SPARTAN_ANSWERS: LruHashMap<AnswerKey, AnswerValue, { ANSWERS_MAX_ENTRIES as usize }> =
+static SPARTAN_ANSWERS: LruHashMap<u64, AnswerValue, { ANSWERS_MAX_ENTRIES as usize }> =
     LruHashMap::new();
 
 /// Spartan's listen addresses (wire bytes), from index 0, ended by
@@ -46,8 +47,8 @@ static SPARTAN_ANSWERS: LruHashMap<AnswerKey, AnswerValue, { ANSWERS_MAX_ENTRIES
 static SPARTAN_LISTEN_ADDRS: Array<[u8; 4], { LISTEN_ADDRS_MAX_ENTRIES as usize }> = Array::new();
 
 /// The answers map's presence filter: a clear bit means no entry for the
-/// name and type (see `spartan_common::presence_bit`), so a query that is
-/// not there costs one array read, not a hash of its 104-byte key.
+/// key (see `spartan_common::presence_bit`), so a query that is not there
+/// costs one array read, not a hash lookup.
 #[btf_map]
 static SPARTAN_PRESENCE: Array<u64, { PRESENCE_WORDS as usize }> = Array::new();
 
@@ -396,34 +397,43 @@ fn try_answer(ctx: &XdpContext) -> Result<bool, Counter> {
     }
     key.flags = if do_bit { KEY_DO } else { 0 } | if cd != 0 { KEY_CD } else { 0 };
 
+    let hash = answer_hash(name_hash, key.qtype, key.qclass, key.flags);
+
     // Most queries for us are not in the map: the presence filter says so
-    // without hashing the whole key.
-    let bit = presence_bit(name_hash, key.qtype);
+    // without a hash lookup.
+    let bit = presence_bit(hash);
     match SPARTAN_PRESENCE.get(bit / 64) {
         Some(word) if *word & (1 << (bit % 64)) != 0 => {}
         _ => return Err(Counter::PassNotInMap),
     }
-    pad_key(&mut key.name, name_len);
 
     // SAFETY: read through a pointer into the map value; userspace replaces
     // entries whole (an update swaps in a new element), so the fields read
     // here belong to one answer.
-    let Some(v) = SPARTAN_ANSWERS.get_ptr(&*key) else {
+    let Some(v) = SPARTAN_ANSWERS.get_ptr(&hash) else {
         return Err(Counter::PassNotInMap);
     };
     let v = unsafe { &*v };
+    // The map's key is a hash: the entry must be for this very key.
+    if !same_key(&v.key, key, name_len) {
+        return Err(Counter::PassNotInMap);
+    }
     let expires = v.expires_ns;
     let mut ttl: u32 = 0;
     if expires != 0 {
-        // The precise clock: the coarse one (cheaper) lags by up to a tick,
-        // which would round a fresh answer's TTL above the one it was
-        // stored with.
-        let now = unsafe { bpf_ktime_get_ns() };
+        // The coarse clock: a few ns where the precise one costs tens. It
+        // lags by up to a tick, so an answer may be served that much past
+        // its expiry (saying 1 s), and a fresh one would round up to a
+        // second more than it was stored with: capped below.
+        let now = unsafe { bpf_ktime_get_coarse_ns() };
         if now >= expires {
             return Err(Counter::PassExpired);
         }
         // Rounded up: an answer that has not expired says at least 1 s.
         ttl = ((expires - now + NS_PER_S - 1) / NS_PER_S) as u32;
+        if ttl > v.ttl_s {
+            ttl = v.ttl_s;
+        }
     }
     if v.flags & ANSWER_NEEDS_HEARTBEAT != 0 && !heartbeat_fresh() {
         return Err(Counter::PassStaleHeartbeat);
@@ -606,7 +616,7 @@ fn walk_name(
 /// followed by the four bytes of type and class) to the key lower-cased,
 /// eight bytes at a time, zero padded; returns the ones'-complement sum of
 /// the name as the client sent it (big-endian words, folded), for the
-/// answer's checksum, and the name's presence hash. Length bytes (1..=63)
+/// answer's checksum, and the name's hash. Length bytes (1..=63)
 /// are below 'A' and stay as they are.
 #[inline(always)]
 fn lower_into(
@@ -622,8 +632,7 @@ fn lower_into(
     while w < NAME_WORDS {
         let start = w * 8;
         if start >= name_len {
-            // The words past the name are zeroed by `pad_key`, only for a
-            // query the presence filter lets through.
+            // The words past the name are not compared (see `same_key`).
             break;
         }
         let mut x: u64 = 0;
@@ -665,7 +674,7 @@ fn lower_into(
         let from_a = heptets.wrapping_add(0x3f3f_3f3f_3f3f_3f3f); // >= 'A' sets bit 7
         let upper = from_a & !above_z & !x & 0x8080_8080_8080_8080;
         let lowered = x | (upper >> 2);
-        hash = presence_mix(hash, lowered);
+        hash = name_mix(hash, lowered);
         // SAFETY: the key is the first field of the 8-aligned scratch value,
         // its name the key's first field; `w` < MAX_NAME_LEN / 8.
         unsafe { out.add(w).write(lowered) };
@@ -676,17 +685,31 @@ fn lower_into(
     (checksum::fold(sum as u32).swap_bytes(), hash)
 }
 
-/// Zeroes the key's name words past the name (`lower_into` wrote those
-/// before): the map's keys are zero padded.
+/// Whether an entry's key is the query's: type, class and flags, and the
+/// name's words up to the one holding its last byte (`lower_into` wrote
+/// those; the query's name is a valid one ending at `name_len`, so a stored
+/// name equal over those bytes has the same labels and length, its
+/// padding zero like the query's last word past the name).
 #[inline(always)]
-fn pad_key(key: &mut [u8; MAX_NAME_LEN], name_len: usize) {
-    let out = key.as_mut_ptr() as *mut u64;
-    let mut w = name_len.div_ceil(8);
+fn same_key(stored: &AnswerKey, query: &AnswerKey, name_len: usize) -> bool {
+    if stored.qtype != query.qtype || stored.qclass != query.qclass || stored.flags != query.flags {
+        return false;
+    }
+    let a = stored.name.as_ptr() as *const u64;
+    let b = query.name.as_ptr() as *const u64;
+    let mut w = 0;
     while w < NAME_WORDS {
-        // SAFETY: as in `lower_into`; `w` < MAX_NAME_LEN / 8.
-        unsafe { out.add(w).write(0) };
+        if w * 8 >= name_len {
+            break;
+        }
+        // SAFETY: `w` < MAX_NAME_LEN / 8; both names are 8-aligned (the
+        // first field of a map value and of the scratch value).
+        if unsafe { a.add(w).read() != b.add(w).read() } {
+            return false;
+        }
         w += 1;
     }
+    true
 }
 
 /// The OPT record's options must be well-formed TLVs that end exactly at
@@ -733,7 +756,8 @@ fn heartbeat_fresh() -> bool {
         return false;
     };
     let beat = *beat;
-    let now = unsafe { bpf_ktime_get_ns() };
+    // Coarse: a tick's lag is nothing against the allowed age.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     // Zero means "never"; a beat from the future is as good as now.
     beat != 0 && now.saturating_sub(beat) <= HEARTBEAT_MAX_AGE_NS
 }

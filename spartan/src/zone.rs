@@ -248,7 +248,7 @@ impl LocalZones {
         let reply = local_reply(&query, found).to_vec().ok()?;
         let mut value = CachedAnswer::from_reply(&reply, Ttls::Fixed)
             .ok()?
-            .kernel_value(0)?;
+            .kernel_value(0, 0)?;
         if LowerName::new(owner) == self.ready_name {
             value.flags |= ANSWER_NEEDS_HEARTBEAT;
         }

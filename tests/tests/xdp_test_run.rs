@@ -17,7 +17,7 @@ use spartan::{
     message::Transport,
     zone::LocalZones,
 };
-use spartan_common::{AnswerKey, AnswerValue, Counter, KERNEL_MIRROR_MAX, map_names};
+use spartan_common::{AnswerValue, Counter, KERNEL_MIRROR_MAX, map_names};
 use tests::{
     frame::{
         CLIENT_IP, SERVER_IP, SERVER_MAC, Wrapper, check_answer_frame, query, query_frame,
@@ -796,7 +796,7 @@ fn root_expired_oversized_and_unknown_cache_queries_go_to_userspace() {
     let answer =
         CachedAnswer::from_reply(&reply.to_vec().unwrap(), spartan::cache::Ttls::Aged).unwrap();
     assert!(
-        answer.kernel_value(1).is_none(),
+        answer.kernel_value(1, 1).is_none(),
         "28 TTLs do not fit a kernel entry"
     );
     // A long name and 433 bytes of records (16 TTLs): 523 bytes, more than a client
@@ -965,12 +965,7 @@ fn root_presence_filter_follows_the_entries() {
         .expect("the cached entry");
     assert_eq!(h.cache.flush(None), 1);
     h.passed(&third_frame, Counter::PassNotInMap);
-    let raw = aya::maps::MapData::from_pin(h.pins.path().join(map_names::ANSWERS)).unwrap();
-    let mut raw: aya::maps::HashMap<_, AnswerKey, AnswerValue> = aya::maps::Map::from_map_data(raw)
-        .unwrap()
-        .try_into()
-        .unwrap();
-    raw.insert(entry.0, entry.1, 0).unwrap();
+    raw_answers(&h).insert(entry.0.hash(), entry.1, 0).unwrap();
     h.passed(&third_frame, Counter::PassNotInMap);
     // ...until a table opened on the maps (a restarted daemon's) finds it.
     let _restarted = KernelMaps::open_pinned(h.pins.path())
@@ -978,6 +973,49 @@ fn root_presence_filter_follows_the_entries() {
         .answer_table()
         .unwrap();
     h.answered(&third_frame);
+}
+
+/// The answers map, opened apart from the harness's table (to write it
+/// behind the table's back).
+fn raw_answers(h: &Harness) -> aya::maps::HashMap<aya::maps::MapData, u64, AnswerValue> {
+    let raw = aya::maps::MapData::from_pin(h.pins.path().join(map_names::ANSWERS)).unwrap();
+    aya::maps::Map::from_map_data(raw)
+        .unwrap()
+        .try_into()
+        .unwrap()
+}
+
+#[test]
+fn root_an_entry_answers_only_the_key_it_holds() {
+    let mut h = Harness::new();
+    let web = query_frame(&query(1, "web.example.", RecordType::A));
+    h.passed(&web, Counter::PassNotInMap);
+    let q = query(1, "web.example.", RecordType::A);
+    h.cache_reply(
+        &q,
+        &upstream_reply(
+            &q,
+            ResponseCode::NoError,
+            vec![a_record("web.example.", 30, "10.0.0.8")],
+            vec![],
+        ),
+    );
+    h.answered(&web);
+    // The map is keyed by a hash of the key. Were two keys to share one,
+    // the entry under it must not answer the other: written here behind
+    // the table's back, ready.spartan's answer under web.example's hash.
+    let answers = h.maps.answers().unwrap();
+    let (web_key, _) = answers
+        .iter()
+        .find(|(k, v)| v.expires_ns != 0 && k.flags == 0)
+        .unwrap();
+    let (_, ready) = answers
+        .iter()
+        .find(|(k, _)| spartan::zone::key_name(k) == "ready.spartan.")
+        .unwrap();
+    raw_answers(&h).insert(web_key.hash(), ready, 0).unwrap();
+    h.passed(&web, Counter::PassNotInMap);
+    h.answered(&query_frame(&query(1, "ready.spartan.", RecordType::A)));
 }
 
 #[test]

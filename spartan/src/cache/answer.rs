@@ -174,14 +174,16 @@ impl CachedAnswer {
         Some(out)
     }
 
-    /// The kernel map's value, expiring at `expires_ns` (CLOCK_MONOTONIC;
-    /// 0 for a fixed answer); `None` when the answer does not fit.
-    pub fn kernel_value(&self, expires_ns: u64) -> Option<AnswerValue> {
+    /// The kernel map's value, stored with `ttl` seconds and expiring at
+    /// `expires_ns` (CLOCK_MONOTONIC; 0 for a fixed answer); `None` when the
+    /// answer does not fit.
+    pub fn kernel_value(&self, expires_ns: u64, ttl: u32) -> Option<AnswerValue> {
         if self.sections.len() > SECTIONS_MAX || self.ttl_at.len() > MAX_TTLS {
             return None;
         }
         let mut v = AnswerValue::zeroed();
         v.expires_ns = expires_ns;
+        v.ttl_s = ttl;
         let header = header_bytes(&self.header);
         v.header_flags = u16::from_be_bytes([header[2], header[3]]);
         v.ancount = self.header.answer_count();
@@ -205,7 +207,10 @@ impl CachedAnswer {
 /// without EDNS (TTLs as stored: zero for a cache entry), for display and
 /// for reading the local names back.
 pub fn kernel_message(key: &AnswerKey, v: &AnswerValue) -> Option<Message> {
-    let name_len = key.name.iter().position(|b| *b == 0)? + 1;
+    let name_len = match key.name_len() {
+        0 => return None,
+        n => n,
+    };
     let sections = v.sections.get(..v.sections_len as usize)?;
     let mut wire = Vec::with_capacity(16 + name_len + sections.len());
     wire.extend_from_slice(&[0, 0]);
@@ -359,7 +364,7 @@ mod tests {
                 .is_some()
         );
         // Too many TTLs for the kernel.
-        assert!(answer.kernel_value(1).is_none());
+        assert!(answer.kernel_value(1, 1).is_none());
     }
 
     #[test]
@@ -383,13 +388,13 @@ mod tests {
     #[test]
     fn kernel_value_sums_and_counts() {
         let answer = CachedAnswer::from_reply(&reply(false).to_vec().unwrap(), Ttls::Aged).unwrap();
-        let v = answer.kernel_value(99).unwrap();
+        let v = answer.kernel_value(99, 1).unwrap();
         assert_eq!(v.sections_len as usize, answer.sections.len());
         assert_eq!(v.ttl_count, 3);
         assert_eq!(v.ttl_parity[0] + v.ttl_parity[1], 3);
         assert_eq!(v.sections_sum, ones_complement_sum(&answer.sections));
         let fixed = CachedAnswer::from_reply(&reply(false).to_vec().unwrap(), Ttls::Fixed).unwrap();
-        assert_eq!(fixed.kernel_value(0).unwrap().ttl_count, 0);
+        assert_eq!(fixed.kernel_value(0, 0).unwrap().ttl_count, 0);
     }
 
     #[test]

@@ -209,7 +209,7 @@ impl AnswerCache {
         let expires_ns = now_ns + u64::from(ttl) * NS;
         let mut store = self.store();
         let was_in_kernel = store.remove_entry(key, false).is_some_and(|e| e.in_kernel);
-        let in_kernel = store.mirror(key, &answer, expires_ns, was_in_kernel, &self.stats);
+        let in_kernel = store.mirror(key, &answer, (expires_ns, ttl), was_in_kernel, &self.stats);
         store.bytes += entry_size(key, &answer);
         store.lru.push(
             key.clone(),
@@ -328,7 +328,7 @@ impl Store {
         &mut self,
         key: &CacheKey,
         answer: &CachedAnswer,
-        expires_ns: u64,
+        (expires_ns, ttl): (u64, u32),
         was_in_kernel: bool,
         stats: &Stats,
     ) -> bool {
@@ -336,7 +336,7 @@ impl Store {
             return false;
         };
         let kernel_key = key.kernel();
-        let value = answer.kernel_value(expires_ns);
+        let value = answer.kernel_value(expires_ns, ttl);
         let (Some(k), Some(v)) = (kernel_key, value) else {
             if was_in_kernel && let Some(k) = kernel_key {
                 mirror.map.remove(&k);

@@ -1,19 +1,20 @@
 //! The one writer of the kernel's answers: the answers map and the presence
 //! filter in front of it, kept in step.
 //!
-//! A key's bit is set before its entry is written and cleared after the
-//! last entry that uses it is removed, so the XDP program never skips an
-//! entry that is there. Bits are counted here (several keys may share one),
-//! which is why every writer in the process shares one table: clones of it,
-//! not separate opens of the pins.
+//! The map is keyed by `AnswerKey::hash`. A key's bit is set before its
+//! entry is written and cleared after the last entry that uses it is
+//! removed, so the XDP program never skips an entry that is there. Keys and
+//! bits are counted here (several keys may share a bit), which is why every
+//! writer in the process shares one table: clones of it, not separate opens
+//! of the pins.
 
 use std::{
-    collections::HashSet,
+    collections::HashMap as StdHashMap,
     path::Path,
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use aya::maps::{Array, HashMap, MapData};
 use spartan_common::{AnswerKey, AnswerValue, PRESENCE_WORDS};
 
@@ -24,10 +25,10 @@ use super::maps::open;
 pub struct AnswerTable(Arc<Mutex<Tables>>);
 
 struct Tables {
-    answers: HashMap<MapData, AnswerKey, AnswerValue>,
+    answers: HashMap<MapData, u64, AnswerValue>,
     presence: Array<MapData, u64>,
-    /// The keys written through this table (or found at open).
-    keys: HashSet<AnswerKey, foldhash::quality::RandomState>,
+    /// The keys written through this table (or found at open), by hash.
+    keys: StdHashMap<u64, AnswerKey, foldhash::quality::RandomState>,
     /// How many of `keys` use each bit.
     users: Vec<u16>,
 }
@@ -38,18 +39,25 @@ impl AnswerTable {
     /// of nothing are cleared. There must be one table per set of maps: a
     /// second would count its bits without the first one's keys.
     pub fn open(pin_dir: &Path) -> Result<Self> {
-        let answers: HashMap<MapData, AnswerKey, AnswerValue> =
+        let mut answers: HashMap<MapData, u64, AnswerValue> =
             open(pin_dir, spartan_common::map_names::ANSWERS)?.try_into()?;
         let presence: Array<MapData, u64> =
             open(pin_dir, spartan_common::map_names::PRESENCE)?.try_into()?;
-        let keys: HashSet<AnswerKey, _> = answers
-            .keys()
+        let found: Vec<(u64, AnswerValue)> = answers
+            .iter()
             .collect::<Result<_, _>>()
             .context("reading the answers map")?;
+        let mut keys = StdHashMap::default();
         let mut users = vec![0u16; PRESENCE_WORDS as usize * 64];
-        for key in &keys {
-            let bit = &mut users[key.presence_bit() as usize];
+        for (hash, value) in found {
+            if value.key.hash() != hash {
+                // Not an entry this program could ever serve.
+                let _ = answers.remove(&hash);
+                continue;
+            }
+            let bit = &mut users[value.key.presence_bit() as usize];
             *bit = bit.saturating_add(1);
+            keys.insert(hash, value.key);
         }
         let mut tables = Tables {
             answers,
@@ -67,30 +75,46 @@ impl AnswerTable {
         self.0.lock().expect("answer table lock")
     }
 
-    /// Writes (or replaces) one answer; the kernel may serve it at once.
+    /// Writes (or replaces) the answer for `key`; the kernel may serve it
+    /// at once. Refused when another key with the same hash is there (it
+    /// keeps its place; this one is answered by the daemon).
     pub fn insert(&self, key: &AnswerKey, value: &AnswerValue) -> Result<()> {
+        let hash = key.hash();
         let mut tables = self.lock();
-        if !tables.keys.contains(key) {
-            let bit = key.presence_bit();
-            let users = &mut tables.users[bit as usize];
-            *users = users.saturating_add(1);
-            if *users == 1 {
-                tables.write_word(bit / 64)?;
+        match tables.keys.get(&hash) {
+            Some(there) if there != key => bail!("another key with the same hash is there"),
+            Some(_) => {}
+            None => {
+                let bit = key.presence_bit();
+                let users = &mut tables.users[bit as usize];
+                *users = users.saturating_add(1);
+                if *users == 1 {
+                    tables.write_word(bit / 64)?;
+                }
+                tables.keys.insert(hash, *key);
             }
-            tables.keys.insert(*key);
         }
+        let value = AnswerValue {
+            key: *key,
+            ..*value
+        };
         tables
             .answers
-            .insert(key, value, 0)
+            .insert(hash, value, 0)
             .context("writing an answer to the kernel map")
     }
 
-    /// Removes one answer; false if it was not there.
+    /// Removes the answer for `key`; false if it was not there.
     pub fn remove(&self, key: &AnswerKey) -> bool {
+        let hash = key.hash();
         let mut tables = self.lock();
+        if tables.keys.get(&hash) != Some(key) {
+            return false;
+        }
+        tables.keys.remove(&hash);
         // Gone already (the kernel's LRU, or `spartan down`) is fine.
-        let removed = tables.answers.remove(key).is_ok();
-        if tables.keys.remove(key) {
+        let removed = tables.answers.remove(&hash).is_ok();
+        {
             let bit = key.presence_bit();
             let users = &mut tables.users[bit as usize];
             *users = users.saturating_sub(1);
@@ -108,7 +132,10 @@ impl AnswerTable {
         self.lock()
             .answers
             .iter()
-            .map(|r| r.context("reading the answers map"))
+            .map(|r| {
+                r.map(|(_, v)| (v.key, v))
+                    .context("reading the answers map")
+            })
             .collect()
     }
 }

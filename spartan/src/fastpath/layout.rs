@@ -8,7 +8,7 @@ use std::{mem::size_of, path::Path};
 use anyhow::{Context, Result};
 use aya::maps::{MapInfo, MapType};
 use spartan_common::{
-    ANSWERS_MAX_ENTRIES, AnswerKey, AnswerValue, Counter, INTERFACES_MAX_ENTRIES, Interface,
+    ANSWERS_MAX_ENTRIES, AnswerValue, Counter, INTERFACES_MAX_ENTRIES, Interface,
     LISTEN_ADDRS_MAX_ENTRIES, PRESENCE_WORDS, map_names,
 };
 
@@ -32,7 +32,7 @@ pub fn expected(name: &str) -> Option<Layout> {
     Some(match name {
         map_names::ANSWERS => layout(
             MapType::LruHash,
-            size_of::<AnswerKey>(),
+            size_of::<u64>(),
             size_of::<AnswerValue>(),
             ANSWERS_MAX_ENTRIES,
         ),

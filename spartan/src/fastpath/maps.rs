@@ -20,7 +20,7 @@ pub struct KernelMaps {
     pin_dir: PathBuf,
     /// Read-only use of the answers map goes through this handle; writes go
     /// through `table`, opened on the first write (see `answer_table`).
-    answers: HashMap<MapData, AnswerKey, AnswerValue>,
+    answers: HashMap<MapData, u64, AnswerValue>,
     table: Option<AnswerTable>,
     listen_addrs: Array<MapData, [u8; 4]>,
     interfaces: HashMap<MapData, u32, Interface>,
@@ -101,7 +101,10 @@ impl KernelMaps {
     pub fn answers(&self) -> Result<Vec<(AnswerKey, AnswerValue)>> {
         self.answers
             .iter()
-            .map(|r| r.context("reading the answers map"))
+            .map(|r| {
+                r.map(|(_, v)| (v.key, v))
+                    .context("reading the answers map")
+            })
             .collect()
     }
 
