@@ -1,8 +1,9 @@
 //! Spartan's XDP program.
 //!
-//! Answers `A IN` queries for the names userspace put in the answers map
-//! (`ready.spartan`, `zk-N.zk`) with XDP_TX, and passes every other frame to
-//! the stack byte for byte unchanged. See `xdp.rs` for the rules.
+//! Answers the queries whose answer userspace put in the answers map (the
+//! local names and the answer cache's mirror) with XDP_TX, and passes every
+//! other frame to the stack byte for byte unchanged. See `xdp.rs` for the
+//! rules.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 

@@ -1,4 +1,5 @@
-//! The XDP fast path: one lookup in the answers map, one answer.
+//! The XDP fast path: one read of the presence filter, then at most one
+//! lookup in the answers map, one answer.
 //!
 //! A frame is answered in the kernel only when it is all of: Ethernet to the
 //! receiving interface's own address, IPv4 without options, not a fragment,
