@@ -81,27 +81,25 @@ impl AnswerTable {
     pub fn insert(&self, key: &AnswerKey, value: &AnswerValue) -> Result<()> {
         let hash = key.hash();
         let mut tables = self.lock();
-        match tables.keys.get(&hash) {
+        let new = match tables.keys.get(&hash) {
             Some(there) if there != key => bail!("another key with the same hash is there"),
-            Some(_) => {}
+            Some(_) => false,
             None => {
-                let bit = key.presence_bit();
-                let users = &mut tables.users[bit as usize];
-                *users = users.saturating_add(1);
-                if *users == 1 {
-                    tables.write_word(bit / 64)?;
-                }
+                tables.mark(key.presence_bit())?;
                 tables.keys.insert(hash, *key);
+                true
             }
-        }
+        };
         let value = AnswerValue {
             key: *key,
             ..*value
         };
-        tables
-            .answers
-            .insert(hash, value, 0)
-            .context("writing an answer to the kernel map")
+        let written = tables.answers.insert(hash, value, 0);
+        if written.is_err() && new {
+            tables.keys.remove(&hash);
+            tables.unmark(key.presence_bit());
+        }
+        written.context("writing an answer to the kernel map")
     }
 
     /// Removes the answer for `key`; false if it was not there.
@@ -114,16 +112,7 @@ impl AnswerTable {
         tables.keys.remove(&hash);
         // Gone already (the kernel's LRU, or `spartan down`) is fine.
         let removed = tables.answers.remove(&hash).is_ok();
-        {
-            let bit = key.presence_bit();
-            let users = &mut tables.users[bit as usize];
-            *users = users.saturating_sub(1);
-            if *users == 0 {
-                // A failed write leaves the bit set: a query for it only
-                // costs the hash lookup the filter saves.
-                let _ = tables.write_word(bit / 64);
-            }
-        }
+        tables.unmark(key.presence_bit());
         removed
     }
 
@@ -141,6 +130,30 @@ impl AnswerTable {
 }
 
 impl Tables {
+    /// One more key uses `bit`: set before its entry is written.
+    fn mark(&mut self, bit: u32) -> Result<()> {
+        let users = &mut self.users[bit as usize];
+        *users = users.saturating_add(1);
+        if *users == 1
+            && let Err(e) = self.write_word(bit / 64)
+        {
+            self.users[bit as usize] = 0;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// One key fewer uses `bit`: cleared after the last one's entry is
+    /// gone. A failed write leaves it set: a query for it then only costs
+    /// the hash lookup the filter saves.
+    fn unmark(&mut self, bit: u32) {
+        let users = &mut self.users[bit as usize];
+        *users = users.saturating_sub(1);
+        if *users == 0 {
+            let _ = self.write_word(bit / 64);
+        }
+    }
+
     /// Writes filter word `word` from the bits' users.
     fn write_word(&mut self, word: u32) -> Result<()> {
         let first = word as usize * 64;
