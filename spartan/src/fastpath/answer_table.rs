@@ -118,14 +118,7 @@ impl AnswerTable {
 
     /// Every entry of the answers map.
     pub fn entries(&self) -> Result<Vec<(AnswerKey, AnswerValue)>> {
-        self.lock()
-            .answers
-            .iter()
-            .map(|r| {
-                r.map(|(_, v)| (v.key, v))
-                    .context("reading the answers map")
-            })
-            .collect()
+        entries(&self.lock().answers)
     }
 }
 
@@ -165,4 +158,17 @@ impl Tables {
             .set(word, bits, 0)
             .context("writing the presence filter")
     }
+}
+
+/// Every entry of an answers map, with the key each value holds.
+pub(super) fn entries(
+    answers: &HashMap<MapData, u64, AnswerValue>,
+) -> Result<Vec<(AnswerKey, AnswerValue)>> {
+    answers
+        .iter()
+        .map(|r| {
+            r.map(|(_, v)| (v.key, v))
+                .context("reading the answers map")
+        })
+        .collect()
 }

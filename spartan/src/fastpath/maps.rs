@@ -12,7 +12,7 @@ use spartan_common::{
     AnswerKey, AnswerValue, Counter, Interface, LISTEN_ADDRS_MAX_ENTRIES, map_names,
 };
 
-use super::answer_table::AnswerTable;
+use super::answer_table::{self, AnswerTable};
 
 /// The fast path's maps, opened from their pins (works while the program
 /// is loaded by another process, or by none).
@@ -99,13 +99,7 @@ impl KernelMaps {
 
     /// Every entry of the answers map.
     pub fn answers(&self) -> Result<Vec<(AnswerKey, AnswerValue)>> {
-        self.answers
-            .iter()
-            .map(|r| {
-                r.map(|(_, v)| (v.key, v))
-                    .context("reading the answers map")
-            })
-            .collect()
+        answer_table::entries(&self.answers)
     }
 
     /// Makes the listen-address list hold exactly `addrs` (0.0.0.0, which
