@@ -35,9 +35,21 @@ pub struct BenchOpts {
     /// `bench/runs/<date>/CACHE.md`, and RESULTS.md is left as it is.
     #[arg(long)]
     pub cache_only: bool,
+    /// The userspace path against dnsdist and unbound only (a local name
+    /// and forwarded names at 2,000 qps, forwarded names at max qps), in
+    /// `--rounds` interleaved rounds, every round reported; results go to
+    /// `bench/runs/<date>/USERSPACE.md`, RESULTS.md is left as it is.
+    #[arg(long)]
+    pub userspace_only: bool,
+    /// Rounds of `--userspace-only`.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
 }
 
 pub fn bench(bin: &Path, opts: BenchOpts) -> Result<()> {
+    if opts.userspace_only {
+        return userspace_only(bin, opts.quick, opts.rounds);
+    }
     let repeat = if opts.quick { "100000" } else { "1000000" };
     println!("== XDP program, BPF_PROG_TEST_RUN, repeat {repeat}");
     let xdp = Command::new(crate::build_bench_xdp()?)
@@ -100,6 +112,77 @@ fn cache_lab_only(bin: &Path, quick: bool, xdp_table: &str) -> Result<()> {
     );
     std::fs::write(out_dir.join("CACHE.md"), &md)?;
     println!("\n{md}\nwritten {}", out_dir.join("CACHE.md").display());
+    Ok(())
+}
+
+/// Spartan's userspace path beside dnsdist and unbound, every round kept:
+/// the figures of the userspace goals (CPU per query at a fixed rate, max
+/// qps), with the user/system split of the CPU.
+fn userspace_only(bin: &Path, quick: bool, rounds: u32) -> Result<()> {
+    let stamp = run_stamp();
+    let out_dir = workspace_root().join("bench").join("runs").join(&stamp);
+    std::fs::create_dir_all(&out_dir)?;
+    let lab = Lab::new(&out_dir)?;
+    let seconds = if quick { 2 } else { 5 };
+    let systems = [System::SpartanUser, System::Dnsdist, System::Unbound];
+    let chosen: Vec<Scenario> = scenarios()
+        .into_iter()
+        .filter(|s| s.blackholed.is_none() && !s.name.starts_with("1."))
+        .collect();
+    let mut rows = Vec::new();
+    for round in 0..rounds {
+        for scenario in &chosen {
+            for system in systems {
+                let mut child = system.start(bin, &lab.dir)?;
+                let label = format!("u{round}-{}-{}", &scenario.name[..2], system.slug());
+                let r = dnsperf(
+                    LAB,
+                    &lab.dir,
+                    &label,
+                    scenario.queries,
+                    seconds,
+                    scenario.load,
+                    child.id(),
+                );
+                terminate(&mut child);
+                if system.is_spartan() {
+                    spartan_down(bin, SPARTAN_PINS);
+                }
+                let r = r?;
+                let row = vec![
+                    round.to_string(),
+                    scenario.name.to_string(),
+                    system.name().to_string(),
+                    format!("{:.0}", r.qps),
+                    format!("{:.1}", r.server_cpu_us_per_query),
+                    format!("{:.1}", r.server_user_us_per_query),
+                    format!("{:.3}", r.p99_ms),
+                    r.lost.to_string(),
+                ];
+                println!("{}", row.join("  "));
+                rows.push(row);
+            }
+        }
+    }
+    drop(lab);
+    let md = format!(
+        "# Userspace path ({stamp}, {seconds} s per run, {rounds} interleaved rounds)\n\n{}",
+        crate::lab::report::table(
+            &[
+                "round",
+                "scenario",
+                "system",
+                "qps",
+                "server µs/query",
+                "of which user µs",
+                "p99 ms",
+                "lost"
+            ],
+            rows
+        )
+    );
+    std::fs::write(out_dir.join("USERSPACE.md"), &md)?;
+    println!("\n{md}\nwritten {}", out_dir.join("USERSPACE.md").display());
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use std::{path::Path, process::Stdio};
 use anyhow::{Context, Result, bail};
 
 use super::{
-    measure::{cpu_seconds, prog_stats_in},
+    measure::{cpu_split, prog_stats_in},
     netns::{ADDR, CLIENT, NODE, ns},
 };
 
@@ -23,6 +23,8 @@ pub struct RunResult {
     pub max_ms: f64,
     pub slower_than_1s: u64,
     pub server_cpu_us_per_query: f64,
+    /// The part of it spent in the server's own code (utime).
+    pub server_user_us_per_query: f64,
     pub xdp_ns_per_run: Option<f64>,
 }
 
@@ -81,7 +83,7 @@ pub fn dnsperf(
     std::fs::write(&qfile, queries.join("\n") + "\n")?;
     let verbose = dir.join(format!("{label}.dnsperf.txt"));
     let out_file = std::fs::File::create(&verbose)?;
-    let cpu0 = cpu_seconds(server_pid);
+    let cpu0 = cpu_split(server_pid);
     let bpf0 = prog_stats_in(target.xdp_netns);
     let load_args: Vec<String> = match load {
         Load::Max => vec!["-q".into(), "100".into()],
@@ -107,7 +109,7 @@ pub fn dnsperf(
     if !status.success() {
         bail!("dnsperf failed ({status})");
     }
-    let cpu1 = cpu_seconds(server_pid);
+    let cpu1 = cpu_split(server_pid);
     let bpf1 = prog_stats_in(target.xdp_netns);
     let text = std::fs::read_to_string(&verbose)?;
     let field = |key: &str| -> f64 {
@@ -139,7 +141,8 @@ pub fn dnsperf(
         p999_ms: percentile(&latencies, 0.999),
         max_ms: latencies.last().copied().unwrap_or(0.0),
         slower_than_1s: latencies.iter().filter(|l| **l > 1000.0).count() as u64,
-        server_cpu_us_per_query: (cpu1 - cpu0) * 1e6 / completed.max(1) as f64,
+        server_cpu_us_per_query: (cpu1.0 + cpu1.1 - cpu0.0 - cpu0.1) * 1e6 / completed.max(1) as f64,
+        server_user_us_per_query: (cpu1.0 - cpu0.0) * 1e6 / completed.max(1) as f64,
         xdp_ns_per_run,
     })
 }

@@ -15,24 +15,24 @@ use super::{
     systems::{FORWARDED, System, spartan_down, terminate},
 };
 
-/// utime + stime of a process and its threads, in seconds.
-pub fn cpu_seconds(pid: u32) -> f64 {
+/// (utime, stime) of a process and its threads, in seconds: the time
+/// spent in its own code, and in the kernel on its behalf (system calls,
+/// and the network stack's work done in its context).
+pub fn cpu_split(pid: u32) -> (f64, f64) {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
+        return (0.0, 0.0);
     };
     let Some(close) = stat.rfind(')') else {
-        return 0.0;
+        return (0.0, 0.0);
     };
     let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-    let ticks = fields
-        .get(11)
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        + fields
-            .get(12)
+    let ticks = |i: usize| {
+        fields
+            .get(i)
             .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    ticks / 100.0
+            .unwrap_or(0.0)
+    };
+    (ticks(11) / 100.0, ticks(12) / 100.0)
 }
 
 /// (runs, ns) summed over the XDP programs attached in namespace `netns`
