@@ -35,6 +35,12 @@ pub mod map_names {
     /// Interface index (`u32`) -> `Interface`: the interfaces the program is
     /// attached to, with their hardware address.
     pub const INTERFACES: &str = "SPARTAN_INTERFACES";
+    /// `INTERFACE_SLOTS` `InterfaceSlot`s, indexed by
+    /// [`interface_slot`](super::interface_slot): the same interfaces
+    /// where their slot is theirs (read by the program without a hash
+    /// lookup); an interface whose slot another holds is only in
+    /// `INTERFACES`.
+    pub const INTERFACE_SLOTS: &str = "SPARTAN_IFACE_SLOTS";
     /// One `u64`: CLOCK_MONOTONIC nanoseconds of the daemon's last heartbeat.
     pub const HEARTBEAT: &str = "SPARTAN_HEARTBEAT";
     /// Per-CPU `u64` counters indexed by `Counter`.
@@ -93,6 +99,15 @@ pub const KERNEL_MIRROR_MAX: usize = 8192;
 pub const LISTEN_ADDRS_MAX_ENTRIES: u32 = 64;
 /// Entries of the interface map.
 pub const INTERFACES_MAX_ENTRIES: u32 = 1024;
+/// Slots of the interface array (a power of two).
+pub const INTERFACE_SLOTS: u32 = 1024;
+const _: () = assert!(INTERFACE_SLOTS.is_power_of_two());
+
+/// The slot of the interface array an interface may hold.
+#[inline(always)]
+pub const fn interface_slot(ifindex: u32) -> u32 {
+    ifindex & (INTERFACE_SLOTS - 1)
+}
 
 /// Name of the program's global holding the DNS port (host byte order),
 /// set when the program is loaded.
@@ -243,6 +258,15 @@ pub struct Interface {
     pub pad: u8,
 }
 
+/// Value of the interface array: an interface and its index (0: a free
+/// slot; no interface has index 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InterfaceSlot {
+    pub ifindex: u32,
+    pub iface: Interface,
+}
+
 /// What the per-CPU counters count. The discriminant is the map index.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -341,6 +365,7 @@ mod user {
     unsafe impl aya::Pod for super::AnswerKey {}
     unsafe impl aya::Pod for super::AnswerValue {}
     unsafe impl aya::Pod for super::Interface {}
+    unsafe impl aya::Pod for super::InterfaceSlot {}
 }
 
 #[cfg(test)]
@@ -356,6 +381,7 @@ mod tests {
         );
         assert_eq!(core::mem::size_of::<AnswerValue>() % 8, 0);
         assert_eq!(core::mem::size_of::<Interface>(), 8);
+        assert_eq!(core::mem::size_of::<InterfaceSlot>(), 12);
     }
 
     fn key(name: &[u8], qtype: u16, flags: u16) -> AnswerKey {

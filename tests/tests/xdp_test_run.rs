@@ -17,7 +17,9 @@ use spartan::{
     message::Transport,
     zone::LocalZones,
 };
-use spartan_common::{AnswerValue, Counter, KERNEL_MIRROR_MAX, map_names};
+use spartan_common::{
+    AnswerValue, Counter, INTERFACE_SLOTS, InterfaceSlot, KERNEL_MIRROR_MAX, map_names,
+};
 use tests::{
     frame::{
         CLIENT_IP, SERVER_IP, SERVER_MAC, Wrapper, check_answer_frame, query, query_frame,
@@ -878,6 +880,53 @@ fn root_frames_not_for_this_interface_or_from_bad_sources_pass() {
     h.maps.remove_interface(TEST_RUN_IFINDEX);
     h.passed(&Wrapper::default().frame(&payload), Counter::PassNotOurMac);
     assert_eq!(Wrapper::default().src, CLIENT_IP);
+}
+
+/// The interface slot of `ifindex`, read from the pinned array.
+fn interface_slot(h: &Harness, ifindex: u32) -> InterfaceSlot {
+    let data =
+        aya::maps::MapData::from_pin(h.pins.path().join(map_names::INTERFACE_SLOTS)).unwrap();
+    let slots: aya::maps::Array<_, InterfaceSlot> = aya::maps::Map::from_map_data(data)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    slots
+        .get(&spartan_common::interface_slot(ifindex), 0)
+        .unwrap()
+}
+
+#[test]
+fn root_interfaces_sharing_a_slot_are_both_known() {
+    let mut h = Harness::new();
+    let payload = query(1, "ready.spartan.", RecordType::A).to_vec().unwrap();
+    let other = TEST_RUN_IFINDEX + INTERFACE_SLOTS;
+    let other_mac = [0x02, 0, 0, 0, 0, 0x99];
+    h.maps.remove_interface(TEST_RUN_IFINDEX);
+    assert_eq!(interface_slot(&h, TEST_RUN_IFINDEX).ifindex, 0, "freed");
+    h.maps.write_interface(other, other_mac, false).unwrap();
+    h.maps
+        .write_interface(TEST_RUN_IFINDEX, SERVER_MAC, false)
+        .unwrap();
+    // The slot is the other interface's: this one is found in the hash map,
+    // with its own address (not the slot's).
+    assert_eq!(interface_slot(&h, TEST_RUN_IFINDEX).ifindex, other);
+    h.answered(&Wrapper::default().frame(&payload));
+    let to_other = Wrapper {
+        dst_mac: other_mac,
+        ..Wrapper::default()
+    };
+    h.passed(&to_other.frame(&payload), Counter::PassNotOurMac);
+    // The other goes: its slot passes to the interface left.
+    h.maps.remove_interface(other);
+    assert_eq!(
+        interface_slot(&h, TEST_RUN_IFINDEX).ifindex,
+        TEST_RUN_IFINDEX
+    );
+    h.answered(&Wrapper::default().frame(&payload));
+    h.passed(&to_other.frame(&payload), Counter::PassNotOurMac);
+    h.maps.remove_interface(TEST_RUN_IFINDEX);
+    assert_eq!(interface_slot(&h, TEST_RUN_IFINDEX).ifindex, 0);
+    h.passed(&Wrapper::default().frame(&payload), Counter::PassNotOurMac);
 }
 
 #[test]

@@ -44,11 +44,15 @@ pub struct BenchOpts {
     /// Rounds of `--userspace-only`.
     #[arg(long, default_value_t = 3)]
     pub rounds: u32,
+    /// With `--userspace-only`: also record each run with `perf record -a
+    /// -g` (software clock), kept beside its report as `<label>.perf.data`.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 pub fn bench(bin: &Path, opts: BenchOpts) -> Result<()> {
     if opts.userspace_only {
-        return userspace_only(bin, opts.quick, opts.rounds);
+        return userspace_only(bin, opts.quick, opts.rounds, opts.profile);
     }
     let repeat = if opts.quick { "100000" } else { "1000000" };
     println!("== XDP program, BPF_PROG_TEST_RUN, repeat {repeat}");
@@ -118,7 +122,7 @@ fn cache_lab_only(bin: &Path, quick: bool, xdp_table: &str) -> Result<()> {
 /// Spartan's userspace path beside dnsdist and unbound, every round kept:
 /// the figures of the userspace goals (CPU per query at a fixed rate, max
 /// qps), with the user/system split of the CPU.
-fn userspace_only(bin: &Path, quick: bool, rounds: u32) -> Result<()> {
+fn userspace_only(bin: &Path, quick: bool, rounds: u32, profile: bool) -> Result<()> {
     let stamp = run_stamp();
     let out_dir = workspace_root().join("bench").join("runs").join(&stamp);
     std::fs::create_dir_all(&out_dir)?;
@@ -135,6 +139,10 @@ fn userspace_only(bin: &Path, quick: bool, rounds: u32) -> Result<()> {
             for system in systems {
                 let mut child = system.start(bin, &lab.dir)?;
                 let label = format!("u{round}-{}-{}", &scenario.name[..2], system.slug());
+                let perf = match profile {
+                    true => Some(record_profile(&lab.dir.join(format!("{label}.perf.data")))?),
+                    false => None,
+                };
                 let r = dnsperf(
                     LAB,
                     &lab.dir,
@@ -144,6 +152,9 @@ fn userspace_only(bin: &Path, quick: bool, rounds: u32) -> Result<()> {
                     scenario.load,
                     child.id(),
                 );
+                if let Some(mut perf) = perf {
+                    terminate(&mut perf);
+                }
                 terminate(&mut child);
                 if system.is_spartan() {
                     spartan_down(bin, SPARTAN_PINS);
@@ -156,6 +167,7 @@ fn userspace_only(bin: &Path, quick: bool, rounds: u32) -> Result<()> {
                     format!("{:.0}", r.qps),
                     format!("{:.1}", r.server_cpu_us_per_query),
                     format!("{:.1}", r.server_user_us_per_query),
+                    format!("{:.2}", r.server_switches_per_query),
                     format!("{:.3}", r.p99_ms),
                     r.lost.to_string(),
                 ];
@@ -175,6 +187,7 @@ fn userspace_only(bin: &Path, quick: bool, rounds: u32) -> Result<()> {
                 "qps",
                 "server µs/query",
                 "of which user µs",
+                "switches/query",
                 "p99 ms",
                 "lost"
             ],
@@ -184,6 +197,18 @@ fn userspace_only(bin: &Path, quick: bool, rounds: u32) -> Result<()> {
     std::fs::write(out_dir.join("USERSPACE.md"), &md)?;
     println!("\n{md}\nwritten {}", out_dir.join("USERSPACE.md").display());
     Ok(())
+}
+
+/// `perf record` of the whole machine (every process, the kernel's
+/// softirqs too) into `out`, until terminated.
+fn record_profile(out: &Path) -> Result<std::process::Child> {
+    Command::new("perf")
+        .args(["record", "-q", "-e", "cpu-clock", "-a", "-g", "-o"])
+        .arg(out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("perf record")
 }
 
 /// One scenario of the lab.

@@ -8,8 +8,8 @@ use std::{mem::size_of, path::Path};
 use anyhow::{Context, Result};
 use aya::maps::{MapInfo, MapType};
 use spartan_common::{
-    ANSWERS_MAX_ENTRIES, AnswerValue, Counter, INTERFACES_MAX_ENTRIES, Interface,
-    LISTEN_ADDRS_MAX_ENTRIES, PRESENCE_WORDS, map_names,
+    ANSWERS_MAX_ENTRIES, AnswerValue, Counter, INTERFACE_SLOTS, INTERFACES_MAX_ENTRIES, Interface,
+    InterfaceSlot, LISTEN_ADDRS_MAX_ENTRIES, PRESENCE_WORDS, map_names,
 };
 
 /// What one map looks like to the kernel.
@@ -43,6 +43,12 @@ pub fn expected(name: &str) -> Option<Layout> {
             INTERFACES_MAX_ENTRIES,
         ),
         // Arrays: a u32 index.
+        map_names::INTERFACE_SLOTS => layout(
+            MapType::Array,
+            4,
+            size_of::<InterfaceSlot>(),
+            INTERFACE_SLOTS,
+        ),
         map_names::LISTEN_ADDRS => layout(MapType::Array, 4, 4, LISTEN_ADDRS_MAX_ENTRIES),
         map_names::HEARTBEAT => layout(MapType::Array, 4, 8, 1),
         map_names::COUNTERS => layout(MapType::PerCpuArray, 4, 8, Counter::COUNT),
@@ -99,6 +105,7 @@ mod tests {
             map_names::ANSWERS,
             map_names::LISTEN_ADDRS,
             map_names::INTERFACES,
+            map_names::INTERFACE_SLOTS,
             map_names::HEARTBEAT,
             map_names::COUNTERS,
             map_names::PRESENCE,

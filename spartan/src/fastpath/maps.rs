@@ -9,7 +9,8 @@ use std::{
 use anyhow::{Context, Result, bail};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use spartan_common::{
-    AnswerKey, AnswerValue, Counter, Interface, LISTEN_ADDRS_MAX_ENTRIES, map_names,
+    AnswerKey, AnswerValue, Counter, Interface, InterfaceSlot, LISTEN_ADDRS_MAX_ENTRIES,
+    interface_slot, map_names,
 };
 
 use super::answer_table::{self, AnswerTable};
@@ -24,6 +25,7 @@ pub struct KernelMaps {
     table: Option<AnswerTable>,
     listen_addrs: Array<MapData, [u8; 4]>,
     interfaces: HashMap<MapData, u32, Interface>,
+    interface_slots: Array<MapData, InterfaceSlot>,
     heartbeat: Array<MapData, u64>,
     counters: PerCpuArray<MapData, u64>,
 }
@@ -56,6 +58,7 @@ impl KernelMaps {
             table: None,
             listen_addrs: open(pin_dir, map_names::LISTEN_ADDRS)?.try_into()?,
             interfaces: open(pin_dir, map_names::INTERFACES)?.try_into()?,
+            interface_slots: open(pin_dir, map_names::INTERFACE_SLOTS)?.try_into()?,
             heartbeat: open(pin_dir, map_names::HEARTBEAT)?.try_into()?,
             counters: open(pin_dir, map_names::COUNTERS)?.try_into()?,
         })
@@ -123,21 +126,64 @@ impl KernelMaps {
     }
 
     /// Tells the program about an interface it is attached to (its
-    /// hardware address: frames for another are not answered).
+    /// hardware address: frames for another are not answered). It goes
+    /// into the hash map, and into its slot of the array unless another
+    /// interface holds that slot.
     pub fn write_interface(&mut self, ifindex: u32, mac: [u8; 6], loopback: bool) -> Result<()> {
-        let value = Interface {
+        let iface = Interface {
             mac,
             loopback: loopback as u8,
             pad: 0,
         };
         self.interfaces
-            .insert(ifindex, value, 0)
-            .context("writing an interface")
+            .insert(ifindex, iface, 0)
+            .context("writing an interface")?;
+        let slot = self.interface_slot(ifindex)?;
+        if slot.ifindex == 0 || slot.ifindex == ifindex {
+            self.set_interface_slot(ifindex, InterfaceSlot { ifindex, iface })?;
+        }
+        Ok(())
     }
 
-    /// Forgets an interface (gone, or the program detached from it).
+    /// Forgets an interface (gone, or the program detached from it); its
+    /// slot goes to another interface of the same slot, if any.
     pub fn remove_interface(&mut self, ifindex: u32) {
         let _ = self.interfaces.remove(&ifindex);
+        if !self
+            .interface_slot(ifindex)
+            .is_ok_and(|s| s.ifindex == ifindex)
+        {
+            return;
+        }
+        let heir = self
+            .interfaces
+            .iter()
+            .flatten()
+            .find(|(other, _)| interface_slot(*other) == interface_slot(ifindex))
+            .map(|(ifindex, iface)| InterfaceSlot { ifindex, iface });
+        let slot = heir.unwrap_or(InterfaceSlot {
+            ifindex: 0,
+            iface: Interface {
+                mac: [0; 6],
+                loopback: 0,
+                pad: 0,
+            },
+        });
+        if let Err(e) = self.set_interface_slot(ifindex, slot) {
+            tracing::warn!(ifindex, error = %format!("{e:#}"), "interface slot not cleared");
+        }
+    }
+
+    fn interface_slot(&self, ifindex: u32) -> Result<InterfaceSlot> {
+        self.interface_slots
+            .get(&interface_slot(ifindex), 0)
+            .context("reading an interface slot")
+    }
+
+    fn set_interface_slot(&mut self, ifindex: u32, slot: InterfaceSlot) -> Result<()> {
+        self.interface_slots
+            .set(interface_slot(ifindex), slot, 0)
+            .context("writing an interface slot")
     }
 
     /// Stores "now" (CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`).

@@ -32,10 +32,11 @@ pub const PROGRAM_NAME: &str = "spartan";
 /// The do-nothing program beside it, for the benchmark's floor.
 pub const FLOOR_PROGRAM_NAME: &str = "spartan_floor";
 
-const ALL_MAPS: [&str; 6] = [
+const ALL_MAPS: [&str; 7] = [
     map_names::ANSWERS,
     map_names::LISTEN_ADDRS,
     map_names::INTERFACES,
+    map_names::INTERFACE_SLOTS,
     map_names::HEARTBEAT,
     map_names::COUNTERS,
     map_names::PRESENCE,

@@ -6,7 +6,7 @@ use std::{path::Path, process::Stdio};
 use anyhow::{Context, Result, bail};
 
 use super::{
-    measure::{cpu_split, prog_stats_in},
+    measure::{context_switches, cpu_split, prog_stats_in},
     netns::{ADDR, CLIENT, NODE, ns},
 };
 
@@ -25,6 +25,8 @@ pub struct RunResult {
     pub server_cpu_us_per_query: f64,
     /// The part of it spent in the server's own code (utime).
     pub server_user_us_per_query: f64,
+    /// Context switches of the server's threads per query.
+    pub server_switches_per_query: f64,
     pub xdp_ns_per_run: Option<f64>,
 }
 
@@ -84,6 +86,7 @@ pub fn dnsperf(
     let verbose = dir.join(format!("{label}.dnsperf.txt"));
     let out_file = std::fs::File::create(&verbose)?;
     let cpu0 = cpu_split(server_pid);
+    let switches0 = context_switches(server_pid);
     let bpf0 = prog_stats_in(target.xdp_netns);
     let load_args: Vec<String> = match load {
         Load::Max => vec!["-q".into(), "100".into()],
@@ -110,6 +113,7 @@ pub fn dnsperf(
         bail!("dnsperf failed ({status})");
     }
     let cpu1 = cpu_split(server_pid);
+    let switches1 = context_switches(server_pid);
     let bpf1 = prog_stats_in(target.xdp_netns);
     let text = std::fs::read_to_string(&verbose)?;
     let field = |key: &str| -> f64 {
@@ -141,8 +145,11 @@ pub fn dnsperf(
         p999_ms: percentile(&latencies, 0.999),
         max_ms: latencies.last().copied().unwrap_or(0.0),
         slower_than_1s: latencies.iter().filter(|l| **l > 1000.0).count() as u64,
-        server_cpu_us_per_query: (cpu1.0 + cpu1.1 - cpu0.0 - cpu0.1) * 1e6 / completed.max(1) as f64,
+        server_cpu_us_per_query: (cpu1.0 + cpu1.1 - cpu0.0 - cpu0.1) * 1e6
+            / completed.max(1) as f64,
         server_user_us_per_query: (cpu1.0 - cpu0.0) * 1e6 / completed.max(1) as f64,
+        server_switches_per_query: switches1.saturating_sub(switches0) as f64
+            / completed.max(1) as f64,
         xdp_ns_per_run,
     })
 }

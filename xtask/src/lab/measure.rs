@@ -35,6 +35,25 @@ pub fn cpu_split(pid: u32) -> (f64, f64) {
     (ticks(11) / 100.0, ticks(12) / 100.0)
 }
 
+/// Context switches of a process's threads so far (voluntary and not): each
+/// voluntary one is a thread going to sleep, to be woken by a packet.
+pub fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 /// (runs, ns) summed over the XDP programs attached in namespace `netns`
 /// (bpf stats must be on).
 pub fn prog_stats_in(netns: &str) -> Option<(u64, u64)> {
