@@ -91,6 +91,11 @@ fn main() {
             [
                 "-Cdebuginfo=2",
                 "-Clink-arg=--btf",
+                // Packet fields sit at any offset: without this, LLVM splits
+                // every wider read and write of them into single bytes. The
+                // verifier allows misaligned packet and map value access on
+                // machines that handle it (x86, arm64).
+                "-Clink-arg=--cpu-features=+allows-misaligned-mem-access",
                 "-Cno-vectorize-loops",
                 "-Cno-vectorize-slp",
             ]

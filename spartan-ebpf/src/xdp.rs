@@ -2,7 +2,8 @@
 //! lookup in the answers map, one answer.
 //!
 //! A frame is answered in the kernel only when it is all of: Ethernet to the
-//! receiving interface's own address, IPv4 without options, not a fragment,
+//! receiving interface's own address, IPv4 without options with a correct
+//! header checksum, not a fragment,
 //! from a usable source (not 0.0.0.0, broadcast, multicast, loopback off
 //! `lo`, port 0), UDP with a consistent length to the DNS port of one of our
 //! listen addresses, a plain DNS query (QR=0, OPCODE=0, TC=0, QDCOUNT=1,
@@ -282,6 +283,13 @@ fn check_addressing(ctx: &XdpContext) -> Result<(), Counter> {
     let src_all = |v: u8| {
         b(IP_OFF + 12) == v && b(IP_OFF + 13) == v && b(IP_OFF + 14) == v && b(IP_OFF + 15) == v
     };
+    // SAFETY: HEADERS_LEN bytes are inside the frame (checked above).
+    let hdr = unsafe { &*(data as *const [u8; HEADERS_LEN]) };
+    // The answer's header checksum is updated from the query's, which must
+    // be right: a query the stack would drop gets no answer.
+    if checksum::fold(checksum::add_range(0, hdr, IP_OFF, IPV4_LEN)) != 0xffff {
+        return Err(Counter::PassMalformed);
+    }
     if src_all(0)
         || src_all(0xff)
         || s0 & 0xf0 == 0xe0
@@ -808,30 +816,49 @@ fn rewrite_headers(
     cd: u8,
     arcount: u16,
 ) {
-    let mut i = 0;
-    while i < 6 {
-        hdr.swap(i, i + 6);
-        i += 1;
+    let p = hdr.as_mut_ptr();
+    // SAFETY: every offset below is inside the HEADERS_LEN-byte header;
+    // misaligned reads and writes are fine for packet data.
+    unsafe {
+        // Ethernet addresses swapped: four and two bytes each.
+        let dst4 = core::ptr::read_unaligned(p as *const u32);
+        let dst2 = core::ptr::read_unaligned(p.add(4) as *const u16);
+        let src4 = core::ptr::read_unaligned(p.add(6) as *const u32);
+        let src2 = core::ptr::read_unaligned(p.add(10) as *const u16);
+        core::ptr::write_unaligned(p as *mut u32, src4);
+        core::ptr::write_unaligned(p.add(4) as *mut u16, src2);
+        core::ptr::write_unaligned(p.add(6) as *mut u32, dst4);
+        core::ptr::write_unaligned(p.add(10) as *mut u16, dst2);
+        // IPv4 addresses swapped: the header's sum does not change.
+        let saddr = core::ptr::read_unaligned(p.add(IP_OFF + 12) as *const u32);
+        let daddr = core::ptr::read_unaligned(p.add(IP_OFF + 16) as *const u32);
+        core::ptr::write_unaligned(p.add(IP_OFF + 12) as *mut u32, daddr);
+        core::ptr::write_unaligned(p.add(IP_OFF + 16) as *mut u32, saddr);
     }
     let ip = IP_OFF;
+    // Only the total length and the TTL change: the checksum is updated
+    // (RFC 1624), not summed anew. A query whose checksum was wrong gets an
+    // answer whose checksum is wrong, which the client drops as its stack
+    // would have dropped the query.
     let ip_total = (IPV4_LEN + UDP_LEN + payload_len) as u16;
+    let old_total = be16(hdr[ip + 2], hdr[ip + 3]);
+    let old_ttl_proto = be16(hdr[ip + 8], hdr[ip + 9]);
+    let new_ttl_proto = be16(64, hdr[ip + 9]);
+    let old_sum = be16(hdr[ip + 10], hdr[ip + 11]);
+    let sum = checksum::replace((!old_sum) as u32, old_total, ip_total);
+    let ip_sum = !checksum::fold(checksum::replace(sum, old_ttl_proto, new_ttl_proto));
     hdr[ip + 2] = (ip_total >> 8) as u8;
     hdr[ip + 3] = ip_total as u8;
     hdr[ip + 8] = 64; // TTL
-    let mut k = 0;
-    while k < 4 {
-        hdr.swap(ip + 12 + k, ip + 16 + k);
-        k += 1;
-    }
-    hdr[ip + 10] = 0;
-    hdr[ip + 11] = 0;
-    let ip_sum = !checksum::fold(checksum::add_range(0, hdr, ip, IPV4_LEN));
     hdr[ip + 10] = (ip_sum >> 8) as u8;
     hdr[ip + 11] = ip_sum as u8;
 
     let udp = UDP_OFF;
-    hdr.swap(udp, udp + 2);
-    hdr.swap(udp + 1, udp + 3);
+    // SAFETY: the four port bytes are inside the header.
+    unsafe {
+        let ports = core::ptr::read_unaligned(p.add(udp) as *const u32);
+        core::ptr::write_unaligned(p.add(udp) as *mut u32, ports.rotate_left(16));
+    }
     let udp_total = (UDP_LEN + payload_len) as u16;
     hdr[udp + 4] = (udp_total >> 8) as u8;
     hdr[udp + 5] = udp_total as u8;

@@ -439,6 +439,14 @@ fn answerable(f: &[u8], names: &[String]) -> Option<Message> {
     if (u16::from_be_bytes([f[20], f[21]]) & 0x3fff) != 0 {
         return None;
     }
+    // A header whose checksum is wrong (the stack would drop the query).
+    let header_sum: u32 = f[14..34]
+        .chunks(2)
+        .map(|w| u16::from_be_bytes([w[0], w[1]]) as u32)
+        .sum();
+    if (header_sum & 0xffff) + (header_sum >> 16) != 0xffff {
+        return None;
+    }
     let total = u16::from_be_bytes([f[16], f[17]]) as usize;
     if total < 40
         || 14 + total > f.len()
