@@ -84,23 +84,7 @@ fn main() {
         .env("RUSTC", DEBIAN_RUSTC)
         // aya-ebpf needs `asm_experimental_arch`; allow it for that crate only.
         .env("RUSTC_BOOTSTRAP", "aya_ebpf")
-        // Debug info makes bpf-linker emit BTF, which the BTF maps need and
-        // which lets bpftool print keys and values readably.
-        .env(
-            "CARGO_ENCODED_RUSTFLAGS",
-            [
-                "-Cdebuginfo=2",
-                "-Clink-arg=--btf",
-                // Packet fields sit at any offset: without this, LLVM splits
-                // every wider read and write of them into single bytes. The
-                // verifier allows misaligned packet and map value access on
-                // machines that handle it (x86, arm64).
-                "-Clink-arg=--cpu-features=+allows-misaligned-mem-access",
-                "-Cno-vectorize-loops",
-                "-Cno-vectorize-slp",
-            ]
-            .join("\u{1f}"),
-        );
+        .env("CARGO_ENCODED_RUSTFLAGS", ebpf_rustflags().join("\u{1f}"));
     // Nothing of the outer (host, possibly clippy) build may leak in.
     for var in [
         "RUSTC_WRAPPER",
@@ -140,6 +124,43 @@ fn main() {
     std::fs::copy(&object, &embedded)
         .unwrap_or_else(|e| fail(&format!("copying {}: {e}", object.display())));
     println!("cargo::rustc-env=SPARTAN_BPF_OBJ={}", embedded.display());
+}
+
+/// Flags of the eBPF build.
+fn ebpf_rustflags() -> Vec<&'static str> {
+    let mut flags = vec![
+        // Debug info makes bpf-linker emit BTF, which the BTF maps need and
+        // which lets bpftool print keys and values readably.
+        "-Cdebuginfo=2",
+        "-Clink-arg=--btf",
+        "-Cno-vectorize-loops",
+        "-Cno-vectorize-slp",
+    ];
+    // Packet fields sit at any offset: without this, LLVM splits every
+    // wider read and write of them into single bytes. The verifier allows
+    // misaligned packet and map value access on machines that handle it
+    // (x86, arm64). LLVM 22 has the feature; bpf-linker is built against
+    // the LLVM of Debian's rustc (see `cargo xtask setup`).
+    if debian_llvm_major().is_some_and(|major| major >= 22) {
+        flags.push("-Clink-arg=--cpu-features=+allows-misaligned-mem-access");
+    } else {
+        println!(
+            "cargo::warning=LLVM before 22: the XDP program is built with byte-wise packet access (slower)"
+        );
+    }
+    flags
+}
+
+/// The LLVM major of Debian's rustc, which bpf-linker is built against.
+fn debian_llvm_major() -> Option<u32> {
+    let out = Command::new(DEBIAN_RUSTC).arg("-vV").output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// PATH with cargo's install directory first, where `cargo xtask setup`
