@@ -267,6 +267,18 @@ pub struct InterfaceSlot {
     pub iface: Interface,
 }
 
+impl InterfaceSlot {
+    /// A slot no interface holds.
+    pub const FREE: Self = Self {
+        ifindex: 0,
+        iface: Interface {
+            mac: [0; 6],
+            loopback: 0,
+            pad: 0,
+        },
+    };
+}
+
 /// What the per-CPU counters count. The discriminant is the map index.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -17,10 +17,10 @@ use anyhow::{Context, Result, bail};
 
 use crate::{
     lab::{
-        FORWARDED, Lab, Load, SPARTAN_PINS, System, UPSTREAMS, dnsperf,
+        FORWARDED, Lab, Load, System, UPSTREAMS, dnsperf,
         load::LAB,
         measure::{Syscalls, glibc_baseline, syscalls_per_forwarded_query},
-        spartan_down, terminate,
+        terminate, with_system,
     },
     util::workspace_root,
 };
@@ -137,29 +137,26 @@ fn userspace_only(bin: &Path, quick: bool, rounds: u32, profile: bool) -> Result
     for round in 0..rounds {
         for scenario in &chosen {
             for system in systems {
-                let mut child = system.start(bin, &lab.dir)?;
                 let label = format!("u{round}-{}-{}", &scenario.name[..2], system.slug());
-                let perf = match profile {
-                    true => Some(record_profile(&lab.dir.join(format!("{label}.perf.data")))?),
-                    false => None,
-                };
-                let r = dnsperf(
-                    LAB,
-                    &lab.dir,
-                    &label,
-                    scenario.queries,
-                    seconds,
-                    scenario.load,
-                    child.id(),
-                );
-                if let Some(mut perf) = perf {
-                    terminate(&mut perf);
-                }
-                terminate(&mut child);
-                if system.is_spartan() {
-                    spartan_down(bin, SPARTAN_PINS);
-                }
-                let r = r?;
+                let r = with_system(bin, &lab.dir, system, |pid| {
+                    let perf = match profile {
+                        true => Some(record_profile(&lab.dir.join(format!("{label}.perf.data")))?),
+                        false => None,
+                    };
+                    let r = dnsperf(
+                        LAB,
+                        &lab.dir,
+                        &label,
+                        scenario.queries,
+                        seconds,
+                        scenario.load,
+                        pid,
+                    );
+                    if let Some(mut perf) = perf {
+                        terminate(&mut perf);
+                    }
+                    r
+                })??;
                 let row = vec![
                     round.to_string(),
                     scenario.name.to_string(),
@@ -285,14 +282,10 @@ fn lab(bin: &Path, quick: bool, xdp_table: &str) -> Result<()> {
         {
             Lab::blackhole(blackholed)?;
             for system in System::ALL {
-                let mut child = system.start(bin, &lab.dir)?;
                 let label = format!("r{round}-{}-{}", &scenario[..1], system.slug());
-                let r = dnsperf(LAB, &lab.dir, &label, queries, seconds, load, child.id());
-                terminate(&mut child);
-                if system.is_spartan() {
-                    spartan_down(bin, SPARTAN_PINS);
-                }
-                let r = r?;
+                let r = with_system(bin, &lab.dir, system, |pid| {
+                    dnsperf(LAB, &lab.dir, &label, queries, seconds, load, pid)
+                })??;
                 println!(
                     "{scenario:<48} {:<24} {:>9.0} qps  p99 {:>8.3} ms  lost {:>6}  >1s {:>5}  {:>6.1} µs/q",
                     system.name(),

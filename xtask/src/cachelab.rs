@@ -17,7 +17,7 @@ use std::{path::Path, process::Command};
 use anyhow::Result;
 
 use crate::lab::{
-    Lab, Load, NODE, RunResult, SPARTAN_PINS, System, UP, dnsperf, load::LAB, ns, terminate,
+    Lab, Load, NODE, RunResult, SPARTAN_PINS, System, UP, dnsperf, load::LAB, ns, with_system,
 };
 
 pub const MESOS_NAMES: usize = 1000;
@@ -177,18 +177,6 @@ fn noerror(dir: &Path, label: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Starts `system`, runs `f` with its pid, and stops it (and, for
-/// Spartan, removes what it left in the lab's node).
-fn with_system<T>(bin: &Path, lab: &Lab, system: System, f: impl FnOnce(u32) -> T) -> Result<T> {
-    let mut child = system.start(bin, &lab.dir)?;
-    let out = f(child.id());
-    terminate(&mut child);
-    if system.is_spartan() {
-        crate::lab::spartan_down(bin, crate::lab::SPARTAN_PINS);
-    }
-    Ok(out)
-}
-
 /// One system under the workload.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct WorkloadRow {
@@ -251,7 +239,7 @@ pub fn run(bin: &Path, lab: &Lab, quick: bool) -> Result<Results> {
     );
     for system in WORKLOAD_SYSTEMS {
         let label = format!("cache-{}", system.slug());
-        let (r, up0, up1, hits0, hits1) = with_system(bin, lab, system, |pid| {
+        let (r, up0, up1, hits0, hits1) = with_system(bin, &lab.dir, system, |pid| {
             let up0 = upstream_queries();
             let hits0 = system.is_spartan().then(|| spartan_hits(bin));
             let r = dnsperf(LAB, &lab.dir, &label, &refs, seconds, Load::Rate(RATE), pid);
@@ -302,7 +290,7 @@ pub fn run(bin: &Path, lab: &Lab, quick: bool) -> Result<Results> {
     for system in OUTAGE_SYSTEMS {
         Lab::blackhole(None)?;
         let label = format!("outage-{}", system.slug());
-        let (warm_run, r, up0, up1) = with_system(bin, lab, system, |pid| {
+        let (warm_run, r, up0, up1) = with_system(bin, &lab.dir, system, |pid| {
             let up0 = upstream_queries();
             let warm_label = format!("outage-warm-{}", system.slug());
             let warm_run = dnsperf(

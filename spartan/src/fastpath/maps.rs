@@ -161,15 +161,7 @@ impl KernelMaps {
             .flatten()
             .find(|(other, _)| interface_slot(*other) == interface_slot(ifindex))
             .map(|(ifindex, iface)| InterfaceSlot { ifindex, iface });
-        let slot = heir.unwrap_or(InterfaceSlot {
-            ifindex: 0,
-            iface: Interface {
-                mac: [0; 6],
-                loopback: 0,
-                pad: 0,
-            },
-        });
-        if let Err(e) = self.set_interface_slot(ifindex, slot) {
+        if let Err(e) = self.set_interface_slot(ifindex, heir.unwrap_or(InterfaceSlot::FREE)) {
             tracing::warn!(ifindex, error = %format!("{e:#}"), "interface slot not cleared");
         }
     }

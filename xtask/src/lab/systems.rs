@@ -22,6 +22,23 @@ pub fn spartan_down(bin: &Path, pins: &str) {
         .output();
 }
 
+/// Starts `system` (its files under `dir`), runs `f` with its pid, and
+/// stops it (and, for Spartan, removes what it left in the lab's node).
+pub fn with_system<T>(
+    bin: &Path,
+    dir: &Path,
+    system: System,
+    f: impl FnOnce(u32) -> T,
+) -> Result<T> {
+    let mut child = system.start(bin, dir)?;
+    let out = f(child.id());
+    terminate(&mut child);
+    if system.is_spartan() {
+        spartan_down(bin, SPARTAN_PINS);
+    }
+    Ok(out)
+}
+
 /// The names the benchmark asks: forwarded names with TTL 0 so that no
 /// cache can answer them, in a Mesos-DNS-shaped zone and an ordinary one.
 pub const FORWARDED: &[&str] = &[
