@@ -48,11 +48,15 @@ pub struct BenchOpts {
     /// -g` (software clock), kept beside its report as `<label>.perf.data`.
     #[arg(long)]
     pub profile: bool,
+    /// With `--userspace-only`: only the systems whose name contains one of
+    /// these (for example `--system spartan`); all three when none is given.
+    #[arg(long = "system")]
+    pub systems: Vec<String>,
 }
 
 pub fn bench(bin: &Path, opts: BenchOpts) -> Result<()> {
     if opts.userspace_only {
-        return userspace_only(bin, opts.quick, opts.rounds, opts.profile);
+        return userspace_only(bin, &opts);
     }
     let repeat = if opts.quick { "100000" } else { "1000000" };
     println!("== XDP program, BPF_PROG_TEST_RUN, repeat {repeat}");
@@ -122,13 +126,20 @@ fn cache_lab_only(bin: &Path, quick: bool, xdp_table: &str) -> Result<()> {
 /// Spartan's userspace path beside dnsdist and unbound, every round kept:
 /// the figures of the userspace goals (CPU per query at a fixed rate, max
 /// qps), with the user/system split of the CPU.
-fn userspace_only(bin: &Path, quick: bool, rounds: u32, profile: bool) -> Result<()> {
+fn userspace_only(bin: &Path, opts: &BenchOpts) -> Result<()> {
+    let (quick, rounds, profile) = (opts.quick, opts.rounds, opts.profile);
     let stamp = run_stamp();
     let out_dir = workspace_root().join("bench").join("runs").join(&stamp);
     std::fs::create_dir_all(&out_dir)?;
     let lab = Lab::new(&out_dir)?;
     let seconds = if quick { 2 } else { 5 };
-    let systems = [System::SpartanUser, System::Dnsdist, System::Unbound];
+    let systems: Vec<System> = [System::SpartanUser, System::Dnsdist, System::Unbound]
+        .into_iter()
+        .filter(|s| opts.systems.is_empty() || opts.systems.iter().any(|o| s.name().contains(o.as_str())))
+        .collect();
+    if systems.is_empty() {
+        bail!("--system matches none of spartan, dnsdist, unbound");
+    }
     let chosen: Vec<Scenario> = scenarios()
         .into_iter()
         .filter(|s| s.blackholed.is_none() && !s.name.starts_with("1."))
@@ -136,7 +147,7 @@ fn userspace_only(bin: &Path, quick: bool, rounds: u32, profile: bool) -> Result
     let mut rows = Vec::new();
     for round in 0..rounds {
         for scenario in &chosen {
-            for system in systems {
+            for &system in &systems {
                 let label = format!("u{round}-{}-{}", &scenario.name[..2], system.slug());
                 let r = with_system(bin, &lab.dir, system, |pid| {
                     let perf = match profile {

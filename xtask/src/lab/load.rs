@@ -6,7 +6,7 @@ use std::{path::Path, process::Stdio};
 use anyhow::{Context, Result, bail};
 
 use super::{
-    measure::{context_switches, cpu_split, prog_stats_in},
+    measure::{context_switches, cpu_split, prog_stats_in, run_time_ns},
     netns::{ADDR, CLIENT, NODE, ns},
 };
 
@@ -86,6 +86,7 @@ pub fn dnsperf(
     let verbose = dir.join(format!("{label}.dnsperf.txt"));
     let out_file = std::fs::File::create(&verbose)?;
     let cpu0 = cpu_split(server_pid);
+    let run0 = run_time_ns(server_pid);
     let switches0 = context_switches(server_pid);
     let bpf0 = prog_stats_in(target.xdp_netns);
     let load_args: Vec<String> = match load {
@@ -113,6 +114,7 @@ pub fn dnsperf(
         bail!("dnsperf failed ({status})");
     }
     let cpu1 = cpu_split(server_pid);
+    let run1 = run_time_ns(server_pid);
     let switches1 = context_switches(server_pid);
     let bpf1 = prog_stats_in(target.xdp_netns);
     let text = std::fs::read_to_string(&verbose)?;
@@ -145,8 +147,10 @@ pub fn dnsperf(
         p999_ms: percentile(&latencies, 0.999),
         max_ms: latencies.last().copied().unwrap_or(0.0),
         slower_than_1s: latencies.iter().filter(|l| **l > 1000.0).count() as u64,
-        server_cpu_us_per_query: (cpu1.0 + cpu1.1 - cpu0.0 - cpu0.1) * 1e6
-            / completed.max(1) as f64,
+        server_cpu_us_per_query: match (run0, run1) {
+            (Some(r0), Some(r1)) if r1 >= r0 => (r1 - r0) as f64 / 1e3,
+            _ => (cpu1.0 + cpu1.1 - cpu0.0 - cpu0.1) * 1e6,
+        } / completed.max(1) as f64,
         server_user_us_per_query: (cpu1.0 - cpu0.0) * 1e6 / completed.max(1) as f64,
         server_switches_per_query: switches1.saturating_sub(switches0) as f64
             / completed.max(1) as f64,
