@@ -20,7 +20,7 @@ use crate::{
         FORWARDED, Lab, Load, System, UPSTREAMS, dnsperf,
         load::LAB,
         measure::{Syscalls, glibc_baseline, syscalls_per_forwarded_query},
-        terminate, with_system,
+        terminate, with_system_on,
     },
     util::workspace_root,
 };
@@ -135,21 +135,33 @@ fn userspace_only(bin: &Path, opts: &BenchOpts) -> Result<()> {
     let seconds = if quick { 2 } else { 5 };
     let systems: Vec<System> = [System::SpartanUser, System::Dnsdist, System::Unbound]
         .into_iter()
-        .filter(|s| opts.systems.is_empty() || opts.systems.iter().any(|o| s.name().contains(o.as_str())))
+        .filter(|s| {
+            opts.systems.is_empty() || opts.systems.iter().any(|o| s.name().contains(o.as_str()))
+        })
         .collect();
     if systems.is_empty() {
         bail!("--system matches none of spartan, dnsdist, unbound");
     }
-    let chosen: Vec<Scenario> = scenarios()
+    let mut chosen: Vec<Scenario> = scenarios()
         .into_iter()
         .filter(|s| s.blackholed.is_none() && !s.name.starts_with("1."))
         .collect();
+    // The same forwarded names with one upstream configured, for every
+    // system: nothing to race, so it sets Spartan's cost per exchange
+    // beside the peers' without the second upstream's packets.
+    chosen.push(Scenario {
+        name: "3b. forwarded, one upstream configured (no racing), 2000 qps",
+        queries: FORWARDED,
+        blackholed: None,
+        load: Load::Rate(2000),
+        upstreams: &UPSTREAMS[..1],
+    });
     let mut rows = Vec::new();
     for round in 0..rounds {
         for scenario in &chosen {
             for &system in &systems {
                 let label = format!("u{round}-{}-{}", &scenario.name[..2], system.slug());
-                let r = with_system(bin, &lab.dir, system, |pid| {
+                let r = with_system_on(bin, &lab.dir, system, scenario.upstreams, |pid| {
                     let perf = match profile {
                         true => Some(record_profile(&lab.dir.join(format!("{label}.perf.data")))?),
                         false => None,
@@ -226,6 +238,8 @@ struct Scenario {
     /// The upstream blackholed for the scenario's length.
     blackholed: Option<&'static str>,
     load: Load,
+    /// The upstreams the systems forward to.
+    upstreams: &'static [&'static str],
 }
 
 fn scenarios() -> Vec<Scenario> {
@@ -234,6 +248,7 @@ fn scenarios() -> Vec<Scenario> {
         queries,
         blackholed,
         load,
+        upstreams: &UPSTREAMS,
     };
     vec![
         scenario(
@@ -289,12 +304,13 @@ fn lab(bin: &Path, quick: bool, xdp_table: &str) -> Result<()> {
             queries,
             blackholed,
             load,
+            upstreams,
         } in scenarios()
         {
             Lab::blackhole(blackholed)?;
             for system in System::ALL {
                 let label = format!("r{round}-{}-{}", &scenario[..1], system.slug());
-                let r = with_system(bin, &lab.dir, system, |pid| {
+                let r = with_system_on(bin, &lab.dir, system, upstreams, |pid| {
                     dnsperf(LAB, &lab.dir, &label, queries, seconds, load, pid)
                 })??;
                 println!(

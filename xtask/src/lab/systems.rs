@@ -30,7 +30,18 @@ pub fn with_system<T>(
     system: System,
     f: impl FnOnce(u32) -> T,
 ) -> Result<T> {
-    let mut child = system.start(bin, dir)?;
+    with_system_on(bin, dir, system, &UPSTREAMS, f)
+}
+
+/// [`with_system`] forwarding to `upstreams` only (a subset of the lab's).
+pub fn with_system_on<T>(
+    bin: &Path,
+    dir: &Path,
+    system: System,
+    upstreams: &[&str],
+    f: impl FnOnce(u32) -> T,
+) -> Result<T> {
+    let mut child = system.start_on(bin, dir, upstreams)?;
     let out = f(child.id());
     terminate(&mut child);
     if system.is_spartan() {
@@ -141,7 +152,12 @@ impl System {
     /// Writes the system's configuration under `dir` and starts it in the
     /// node namespace; waits until it answers.
     pub fn start(self, bin: &Path, dir: &Path) -> Result<Child> {
-        let cmd = self.command(bin, dir)?;
+        self.start_on(bin, dir, &UPSTREAMS)
+    }
+
+    /// [`Self::start`], forwarding to `upstreams`.
+    pub fn start_on(self, bin: &Path, dir: &Path, upstreams: &[&str]) -> Result<Child> {
+        let cmd = self.command_on(bin, dir, upstreams)?;
         self.spawn(cmd, dir)
     }
 
@@ -164,9 +180,15 @@ impl System {
     /// Writes the system's configuration under `dir`: the command that runs
     /// it in the node namespace.
     pub fn command(self, bin: &Path, dir: &Path) -> Result<Command> {
+        self.command_on(bin, dir, &UPSTREAMS)
+    }
+
+    /// [`Self::command`], forwarding to `upstreams` (and, for Spartan, with
+    /// them as the masters).
+    pub fn command_on(self, bin: &Path, dir: &Path, upstreams: &[&str]) -> Result<Command> {
         let d = dir.join(self.slug());
         std::fs::create_dir_all(&d)?;
-        let ups: Vec<String> = UPSTREAMS.iter().map(|u| u.to_string()).collect();
+        let ups: Vec<String> = upstreams.iter().map(|u| u.to_string()).collect();
         let cmd = match self {
             System::SpartanKernel | System::SpartanUser | System::SpartanNoCache => {
                 let mut c = ns(NODE, bin.to_str().unwrap());
