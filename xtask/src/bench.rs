@@ -20,7 +20,7 @@ use crate::{
         FORWARDED, Lab, Load, System, UPSTREAMS, dnsperf,
         load::LAB,
         measure::{Syscalls, glibc_baseline, syscalls_per_forwarded_query},
-        terminate, with_system_on,
+        terminate, with_system,
     },
     util::workspace_root,
 };
@@ -161,7 +161,7 @@ fn userspace_only(bin: &Path, opts: &BenchOpts) -> Result<()> {
         for scenario in &chosen {
             for &system in &systems {
                 let label = format!("u{round}-{}-{}", &scenario.name[..2], system.slug());
-                let r = with_system_on(bin, &lab.dir, system, scenario.upstreams, |pid| {
+                let r = with_system(bin, &lab.dir, system, scenario.upstreams, |pid| {
                     let perf = match profile {
                         true => Some(record_profile(&lab.dir.join(format!("{label}.perf.data")))?),
                         false => None,
@@ -310,7 +310,7 @@ fn lab(bin: &Path, quick: bool, xdp_table: &str) -> Result<()> {
             Lab::blackhole(blackholed)?;
             for system in System::ALL {
                 let label = format!("r{round}-{}-{}", &scenario[..1], system.slug());
-                let r = with_system_on(bin, &lab.dir, system, upstreams, |pid| {
+                let r = with_system(bin, &lab.dir, system, upstreams, |pid| {
                     dnsperf(LAB, &lab.dir, &label, queries, seconds, load, pid)
                 })??;
                 println!(

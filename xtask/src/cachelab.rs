@@ -239,13 +239,14 @@ pub fn run(bin: &Path, lab: &Lab, quick: bool) -> Result<Results> {
     );
     for system in WORKLOAD_SYSTEMS {
         let label = format!("cache-{}", system.slug());
-        let (r, up0, up1, hits0, hits1) = with_system(bin, &lab.dir, system, |pid| {
-            let up0 = upstream_queries();
-            let hits0 = system.is_spartan().then(|| spartan_hits(bin));
-            let r = dnsperf(LAB, &lab.dir, &label, &refs, seconds, Load::Rate(RATE), pid);
-            let hits1 = system.is_spartan().then(|| spartan_hits(bin));
-            (r, up0, upstream_queries(), hits0, hits1)
-        })?;
+        let (r, up0, up1, hits0, hits1) =
+            with_system(bin, &lab.dir, system, &crate::lab::UPSTREAMS, |pid| {
+                let up0 = upstream_queries();
+                let hits0 = system.is_spartan().then(|| spartan_hits(bin));
+                let r = dnsperf(LAB, &lab.dir, &label, &refs, seconds, Load::Rate(RATE), pid);
+                let hits1 = system.is_spartan().then(|| spartan_hits(bin));
+                (r, up0, upstream_queries(), hits0, hits1)
+            })?;
         let r = r?;
         let asked = r.completed.max(1) as f64;
         let hits = match (hits0, hits1) {
@@ -290,32 +291,33 @@ pub fn run(bin: &Path, lab: &Lab, quick: bool) -> Result<Results> {
     for system in OUTAGE_SYSTEMS {
         Lab::blackhole(None)?;
         let label = format!("outage-{}", system.slug());
-        let (warm_run, r, up0, up1) = with_system(bin, &lab.dir, system, |pid| {
-            let up0 = upstream_queries();
-            let warm_label = format!("outage-warm-{}", system.slug());
-            let warm_run = dnsperf(
-                LAB,
-                &lab.dir,
-                &warm_label,
-                &mesos_refs,
-                warm,
-                Load::Rate(RATE),
-                pid,
-            );
-            let up1 = upstream_queries();
-            let r = Lab::blackhole_all().and_then(|()| {
-                dnsperf(
+        let (warm_run, r, up0, up1) =
+            with_system(bin, &lab.dir, system, &crate::lab::UPSTREAMS, |pid| {
+                let up0 = upstream_queries();
+                let warm_label = format!("outage-warm-{}", system.slug());
+                let warm_run = dnsperf(
                     LAB,
                     &lab.dir,
-                    &label,
-                    &down_refs,
-                    outage_seconds,
+                    &warm_label,
+                    &mesos_refs,
+                    warm,
                     Load::Rate(RATE),
                     pid,
-                )
-            });
-            (warm_run, r, up0, up1)
-        })?;
+                );
+                let up1 = upstream_queries();
+                let r = Lab::blackhole_all().and_then(|()| {
+                    dnsperf(
+                        LAB,
+                        &lab.dir,
+                        &label,
+                        &down_refs,
+                        outage_seconds,
+                        Load::Rate(RATE),
+                        pid,
+                    )
+                });
+                (warm_run, r, up0, up1)
+            })?;
         Lab::blackhole(None)?;
         let warm_run = warm_run?;
         let r = r?;

@@ -104,7 +104,7 @@ pub fn run(bin: &Path, dir: &Path, seconds: u32) -> Result<Vec<Row>> {
             .flat_map(|(u, t)| [u.as_raw_fd(), t.as_raw_fd()])
             .collect();
         let start = || -> Result<Child> {
-            let cmd = system.command(bin, dir)?;
+            let cmd = system.command(bin, dir, &crate::lab::UPSTREAMS)?;
             if fds.is_empty() {
                 system.spawn(cmd, dir)
             } else {

@@ -124,7 +124,7 @@ impl Syscalls {
 /// Spartan on the userspace path, forwarded names at 1000 qps for
 /// `seconds`, every system call of every thread counted by `strace -c -f`.
 pub fn syscalls_per_forwarded_query(bin: &Path, dir: &Path, seconds: u32) -> Result<Syscalls> {
-    let mut daemon = System::SpartanUser.start(bin, dir)?;
+    let mut daemon = System::SpartanUser.start(bin, dir, &UPSTREAMS)?;
     let summary = dir.join("strace-forwarded.txt");
     let mut strace = Command::new("strace")
         .args(["-c", "-f", "-p", &daemon.id().to_string(), "-o"])

@@ -20,6 +20,4 @@ pub mod systems;
 
 pub use load::{Load, RunResult, dnsperf};
 pub use netns::{Lab, NODE, UP, UPSTREAMS, ns};
-pub use systems::{
-    FORWARDED, SPARTAN_PINS, System, spartan_down, terminate, with_system, with_system_on,
-};
+pub use systems::{FORWARDED, SPARTAN_PINS, System, spartan_down, terminate, with_system};

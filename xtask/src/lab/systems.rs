@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use super::netns::{ADDR, CLIENT, NODE, NODE_TO_CLIENT, UP, UPSTREAMS, ns, wait_answer, wait_for};
+use super::netns::{ADDR, CLIENT, NODE, NODE_TO_CLIENT, UP, ns, wait_answer, wait_for};
 
 /// Where the lab's Spartan pins its maps and links.
 pub const SPARTAN_PINS: &str = "/sys/fs/bpf/spartan-lab";
@@ -28,20 +28,10 @@ pub fn with_system<T>(
     bin: &Path,
     dir: &Path,
     system: System,
-    f: impl FnOnce(u32) -> T,
-) -> Result<T> {
-    with_system_on(bin, dir, system, &UPSTREAMS, f)
-}
-
-/// [`with_system`] forwarding to `upstreams` only (a subset of the lab's).
-pub fn with_system_on<T>(
-    bin: &Path,
-    dir: &Path,
-    system: System,
     upstreams: &[&str],
     f: impl FnOnce(u32) -> T,
 ) -> Result<T> {
-    let mut child = system.start_on(bin, dir, upstreams)?;
+    let mut child = system.start(bin, dir, upstreams)?;
     let out = f(child.id());
     terminate(&mut child);
     if system.is_spartan() {
@@ -151,13 +141,8 @@ impl System {
 
     /// Writes the system's configuration under `dir` and starts it in the
     /// node namespace; waits until it answers.
-    pub fn start(self, bin: &Path, dir: &Path) -> Result<Child> {
-        self.start_on(bin, dir, &UPSTREAMS)
-    }
-
-    /// [`Self::start`], forwarding to `upstreams`.
-    pub fn start_on(self, bin: &Path, dir: &Path, upstreams: &[&str]) -> Result<Child> {
-        let cmd = self.command_on(bin, dir, upstreams)?;
+    pub fn start(self, bin: &Path, dir: &Path, upstreams: &[&str]) -> Result<Child> {
+        let cmd = self.command(bin, dir, upstreams)?;
         self.spawn(cmd, dir)
     }
 
@@ -179,13 +164,7 @@ impl System {
 
     /// Writes the system's configuration under `dir`: the command that runs
     /// it in the node namespace.
-    pub fn command(self, bin: &Path, dir: &Path) -> Result<Command> {
-        self.command_on(bin, dir, &UPSTREAMS)
-    }
-
-    /// [`Self::command`], forwarding to `upstreams` (and, for Spartan, with
-    /// them as the masters).
-    pub fn command_on(self, bin: &Path, dir: &Path, upstreams: &[&str]) -> Result<Command> {
+    pub fn command(self, bin: &Path, dir: &Path, upstreams: &[&str]) -> Result<Command> {
         let d = dir.join(self.slug());
         std::fs::create_dir_all(&d)?;
         let ups: Vec<String> = upstreams.iter().map(|u| u.to_string()).collect();
