@@ -69,7 +69,8 @@ pub const LAB: Target = Target {
 };
 
 /// Runs dnsperf from `target.client` for `seconds` on `queries` (its
-/// report kept under `dir` as `<label>.dnsperf.txt`), with the CPU the
+/// report's summary kept under `dir` as `<label>.dnsperf.txt`, the
+/// per-query latency lines dropped once read), with the CPU the
 /// server (`server_pid`, 0 for none) spent and the XDP programs' cost per
 /// run over the same time.
 pub fn dnsperf(
@@ -132,6 +133,14 @@ pub fn dnsperf(
         .map(|s| s * 1000.0)
         .collect();
     latencies.sort_by(f64::total_cmp);
+    // The per-query lines are read; the summary is what the run keeps (a
+    // run's lines took ~150 MB of disk per `--userspace-only` round).
+    let summary: String = text
+        .lines()
+        .filter(|l| !l.starts_with("> "))
+        .flat_map(|l| [l, "\n"])
+        .collect();
+    std::fs::write(&verbose, summary).context("trimming dnsperf's report")?;
     let completed = field("Queries completed:") as u64;
     let xdp_ns_per_run = match (bpf0, bpf1) {
         (Some((c0, t0)), Some((c1, t1))) if c1 > c0 => Some((t1 - t0) as f64 / (c1 - c0) as f64),
