@@ -111,9 +111,13 @@ impl AnswerCache {
     /// previous daemon left there are removed first (this store does not
     /// know them); the local names stay.
     pub fn attach_kernel(&self, map: AnswerTable) {
-        let leftovers: Vec<AnswerKey> = map
-            .entries()
-            .unwrap_or_default()
+        let entries = map.entries().unwrap_or_else(|e| {
+            // Left as they are: they expire, and each is replaced when
+            // this store caches its key.
+            tracing::warn!(error = %format!("{e:#}"), "a previous daemon's cache entries not read");
+            Vec::new()
+        });
+        let leftovers: Vec<AnswerKey> = entries
             .into_iter()
             .filter(|(_, v)| v.expires_ns != 0)
             .map(|(k, _)| k)
